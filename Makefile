@@ -1,0 +1,58 @@
+# The user's front door. Every target runs inside the project's own environments (created by `make setup`).
+# Variables: MODEL, RECIPE, TEACHER, STUDENT, INDEX, DOCS, PROFILE, SUITE, REPORTS, OUTPUT, BUDGET, DEVICE,
+# DEMO. Run `make help` for the list.
+
+SHELL := /bin/bash
+DEVICE ?= auto
+PY := .venv/bin/python
+TOOLKIT := $(PY) -m toolkit
+MODEL ?= artifacts/reference/model
+PYTEST_ARGS ?=
+
+# Optional flags, passed only when the variable is set.
+opt = $(if $(2),$(1) $(2))
+
+.PHONY: help setup test reference quantize distill precision index serve eval compare demo env \
+        bench-quantize bench-distill bench-serve bench-eval clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup:  ## create .venv and .venv-vllm with pinned versions (DEVICE=cpu|cuda|auto); idempotent
+	@DEVICE=$(DEVICE) bash scripts/setup.sh
+
+test: setup  ## install what is needed, then run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+env: setup  ## print the hardware report
+	$(TOOLKIT) env
+
+reference: setup  ## build the offline reference corpus, QA set, tokenizer and model (artifacts/reference)
+	$(TOOLKIT) reference $(call opt,--recipe,$(RECIPE))
+
+quantize: setup  ## make quantize RECIPE=recipes/quantize/<name>.yaml MODEL=<path-or-id> [OUTPUT=dir]
+	$(TOOLKIT) quantize --recipe $(RECIPE) --model $(MODEL) $(call opt,--output,$(OUTPUT))
+
+distill: setup  ## make distill RECIPE=recipes/distill/<name>.yaml TEACHER=<dir> [STUDENT=..] [OUTPUT=dir]
+	$(TOOLKIT) distill --recipe $(RECIPE) --teacher $(or $(TEACHER),$(MODEL)) $(call opt,--student,$(STUDENT)) $(call opt,--output,$(OUTPUT))
+
+precision: setup  ## make precision MODEL=<dir> [BUDGET=1%] [OUTPUT=serve/profiles/<n>.yaml]
+	$(TOOLKIT) precision --model $(MODEL) $(call opt,--budget,$(BUDGET)) $(call opt,--output,$(OUTPUT))
+
+index: setup  ## make index [DOCS=docs.jsonl] [OUTPUT=dir] [INDEX_TYPE=flat|ivf|ivfpq|hnsw]
+	$(TOOLKIT) index build $(call opt,--docs,$(DOCS)) $(call opt,--output,$(OUTPUT)) $(call opt,--index-type,$(INDEX_TYPE))
+
+serve: setup  ## make serve MODEL=<dir> INDEX=<dir> [PROFILE=serve/<p>.yaml]
+	$(TOOLKIT) serve --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--profile,$(PROFILE))
+
+eval: setup  ## make eval MODEL=<dir> [INDEX=<dir>] [SUITE=eval/suites/<s>.yaml] [OUTPUT=report.json]
+	$(TOOLKIT) eval --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--suite,$(SUITE)) $(call opt,--output,$(OUTPUT))
+
+compare: setup  ## make compare REPORTS="a.json b.json" [OUTPUT=dir]
+	$(TOOLKIT) compare $(REPORTS) $(call opt,--output,$(OUTPUT))
+
+demo: setup  ## the whole pipeline offline (DEMO=quick for a first look)
+	$(TOOLKIT) demo $(if $(filter quick,$(DEMO)),--quick)
+
+clean:  ## remove generated artifacts (keeps the environments)
+	rm -rf artifacts eval/reports
