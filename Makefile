@@ -54,5 +54,17 @@ compare: setup  ## make compare REPORTS="a.json b.json" [OUTPUT=dir]
 demo: setup  ## the whole pipeline offline (DEMO=quick for a first look)
 	$(TOOLKIT) demo $(if $(filter quick,$(DEMO)),--quick)
 
+bench-quantize: setup  ## quantization benchmark on the reference model (perplexity, recovery vs RTN, size, vLLM tok/s)
+	$(PY) -m toolkit.quantize.bench $(call opt,--model,$(MODEL))
+
+bench-distill: setup  ## distillation benchmark: teacher vs KD students vs CE-only student
+	$(PY) -m toolkit.distill.bench $(call opt,--teacher,$(or $(TEACHER),$(MODEL)))
+
+bench-serve: setup  ## retrieval/endpoint benchmarks: cold start, stage latency, index types
+	$(PY) -m toolkit.serving.bench
+
+bench-eval: setup  ## vLLM vs transformers generate throughput, concurrency 1 and 8
+	$(PY) -m toolkit.evaluation.bench $(call opt,--model,$(MODEL))
+
 clean:  ## remove generated artifacts (keeps the environments)
 	rm -rf artifacts eval/reports
