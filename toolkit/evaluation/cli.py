@@ -1,0 +1,157 @@
+"""``toolkit eval --model M [--index I] [--suite S] [--url URL] --output R.json``: measure one model variant.
+
+Order of work, chosen so that measurements do not disturb each other: (1) validation perplexity in this
+process with transformers, model freed afterwards; (2) start vLLM + the RAG endpoint (unless ``--url``);
+(3) answer quality and retrieval on the QA set; (4) latency load points against the endpoint, then the same
+points against the bare engine; (5) write the report and its raw-records sidecar atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from toolkit.paths import REPO_ROOT, REPORTS_DIR
+
+DEFAULT_SUITE = REPO_ROOT / "eval" / "suites" / "default.yaml"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model directory (what the engine serves)")
+    parser.add_argument("--index", help="retrieval index directory (toolkit index build)")
+    parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="eval suite YAML (default: %(default)s)")
+    parser.add_argument("--profile", help="serving profile YAML passed to the stack")
+    parser.add_argument("--url", help="use an already running RAG endpoint instead of starting one")
+    parser.add_argument("--engine-url", help="with --url: the bare vLLM server, for the engine-alone points")
+    parser.add_argument("--output", help="report path (default: artifacts/reports/<model name>.json)")
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _served_model_name(engine_url: str) -> str | None:
+    import httpx
+
+    try:
+        data = httpx.get(f"{engine_url}/v1/models", timeout=10).json()
+        return data["data"][0]["id"]
+    except Exception:  # noqa: BLE001 - engine-alone points are then skipped, with a note
+        return None
+
+
+@contextlib.contextmanager
+def _stack(args: argparse.Namespace, suite, model: str):
+    """Yield (url, engine_url, served name, startup_s, engine pid) for a started or an external stack."""
+    if args.url:
+        engine_url = args.engine_url.rstrip("/") if args.engine_url else None
+        yield (args.url.rstrip("/"), engine_url, _served_model_name(engine_url) if engine_url else None, None, None)
+        return
+    from toolkit.serving.stack import running_stack
+
+    flag = "--enable-prefix-caching" if suite.engine.prefix_caching else "--no-enable-prefix-caching"
+    with running_stack(model, args.index, profile=args.profile,
+                       extra_engine_args=[flag, *suite.engine.extra_args]) as s:
+        yield s.url, s.engine_url, s.served_model_name, s.engine_startup_s, s.engine_pid
+
+
+def evaluate(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
+    """Run the suite; return (Report, raw records)."""
+    from rich.console import Console
+
+    from toolkit.evaluation import loadgen
+    from toolkit.evaluation.quality import rag_quality, read_qa, validation_perplexity
+    from toolkit.evaluation.report import (Environment, Latency, LoadPoint, ModelInfo, Quality, Report, Resources,
+                                           SuiteInfo)
+    from toolkit.evaluation.resources import PeakSampler
+    from toolkit.evaluation.suite import load_suite
+    from toolkit.hardware import hardware_fingerprint, hardware_report
+    from toolkit.manifest import read_manifest, size_on_disk
+    from toolkit.modeling import resolve_model
+    from toolkit.paths import REFERENCE_QA, reference_split
+
+    console = Console(stderr=True)
+    t_start = time.perf_counter()
+    suite = load_suite(args.suite)
+    model = resolve_model(args.model)
+    rows = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, suite.qa.limit)
+    hw = hardware_report()
+
+    quality: dict[str, Any] = {}
+    if suite.perplexity.enabled:
+        text = suite.perplexity.text or reference_split("validation")
+        console.print(f"[bold]perplexity[/] of {model} on {text}")
+        ppl = validation_perplexity(model, text, suite.perplexity.seq_len, suite.perplexity.max_windows)
+        quality.update(val_ppl=ppl["value"], val_ppl_error=ppl["error"], val_ppl_tokens=ppl["tokens"], val_text=str(text))
+        if ppl["error"]:
+            console.print(f"[yellow]perplexity not measured:[/] {ppl['error']}")
+
+    records: list[dict[str, Any]] = []
+    points, engine_points, note = [], [], None
+    console.print("[bold]starting[/] vLLM + RAG endpoint" if not args.url else f"[bold]using[/] endpoint {args.url}")
+    with _stack(args, suite, model) as (url, engine_url, served, startup_s, pid):
+        with PeakSampler(pid, cuda=hw["device"] == "cuda") as sampler:
+            gen = suite.generation
+            console.print(f"[bold]quality[/]: {len(rows)} questions through {url}/v1/rag")
+            qmetrics, qrecords = rag_quality(url, rows, suite.retrieval.ks, gen.top_k, gen.max_tokens,
+                                             gen.temperature, suite.load.timeout_s)
+            quality.update(qmetrics)
+            records += [{"phase": "quality", **r} for r in qrecords]
+            contexts = {r["qid"]: r.get("context", "") for r in qrecords}
+            reqs = [loadgen.Request(r["id"], r["question"], contexts.get(r["id"], "")) for r in rows]
+            targets = [loadgen.Target("rag", url, gen.max_tokens, gen.temperature, gen.top_k)]
+            if suite.load.engine_alone:
+                if engine_url and served:
+                    targets.append(loadgen.Target("engine", engine_url, gen.max_tokens, gen.temperature,
+                                                  model_name=served))
+                else:
+                    note = "engine-alone points skipped: no engine URL (pass --engine-url with --url)"
+            for target in targets:
+                for plan in loadgen.plans_for(suite.load):
+                    console.print(f"[bold]load[/] {target.kind} {plan.name}: {plan.requests} requests")
+                    summary, recs = loadgen.run_point_sync(target, reqs, plan, suite.load.timeout_s)
+                    (points if target.kind == "rag" else engine_points).append(LoadPoint(**summary))
+                    records += [{"phase": "load", **r} for r in recs]
+                    if summary["errors"]:
+                        console.print(f"[yellow]{summary['errors']} errors[/]: {summary['error_examples']}")
+        started = not args.url
+    report = Report(
+        model=ModelInfo(path=str(Path(model).resolve()) if Path(model).exists() else model, name=Path(model).name,
+                        manifest=read_manifest(model) if Path(model).is_dir() else None),
+        quality=Quality(**quality),
+        latency=Latency(points=points, engine_alone=engine_points),
+        resources=Resources(size_on_disk_bytes=size_on_disk(model) if Path(model).exists() else None,
+                            engine_startup_s=startup_s, engine_peak_rss_mb=sampler.peak_rss_mb,
+                            gpu_memory_mb=sampler.peak_gpu_mb,
+                            note=note or (None if started else "external stack: start-up time and memory not measured")),
+        environment=Environment(hardware=hw, fingerprint=hardware_fingerprint(hw), git_commit=_git_commit(),
+                                suite=SuiteInfo(name=suite.name, path=str(args.suite), sha256=suite.digest()),
+                                prefix_caching=suite.engine.prefix_caching, url=args.url, started_by_eval=started,
+                                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                wall_s=round(time.perf_counter() - t_start, 1)),
+    )
+    return report, records
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolkit.evaluation.report import write_report
+
+    output = Path(args.output) if args.output else REPORTS_DIR / f"{Path(args.model).name}.json"
+    report, records = evaluate(args)
+    path = write_report(report, output, records)
+    q = report.quality
+    print(f"wrote {path} (+ {report.records_file})")
+    print(f"quality: ppl={q.val_ppl} EM={q.qa_exact_match} F1={q.qa_f1} MRR={q.mrr} recall@k={q.recall_at_k}")
+    for p in report.latency.points + report.latency.engine_alone:
+        print(f"{p.target:6s} {p.name:12s} e2e p50={p.e2e_ms.p50} ms  ttft p50={p.ttft_ms.p50} ms  "
+              f"tok/s={p.throughput.output_tok_s}  errors={p.errors}")
+    return 0

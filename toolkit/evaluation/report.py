@@ -1,0 +1,192 @@
+"""The eval report: a versioned pydantic schema, atomic writing, and reading with one-line errors.
+
+``R.json`` holds the summaries (quality, latency per load point, resources, environment); the raw
+per-request records go to a sidecar ``R.records.jsonl`` (one JSON object per line) for later analysis.
+Both are written to a temporary sibling and renamed into place, so a crash never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from toolkit.config import describe_validation_error
+from toolkit.errors import ToolkitError
+
+SCHEMA = "toolkit.eval.report/1"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Summary(_Model):
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    n: int = 0
+
+
+class Throughput(_Model):
+    req_s: float | None = None
+    output_tok_s: float | None = None
+
+
+class LoadPoint(_Model):
+    name: str
+    target: str  # "rag" | "engine"
+    mode: str  # "concurrency" | "poisson"
+    concurrency: int | None = None
+    rate_rps: float | None = None
+    requests: int
+    errors: int
+    error_examples: list[str] = []
+    duration_s: float
+    throughput: Throughput
+    ttft_ms: Summary
+    tpot_ms: Summary
+    itl_ms: Summary
+    e2e_ms: Summary
+    stages: dict[str, Summary] = {}
+
+
+class ModelInfo(_Model):
+    path: str
+    name: str
+    manifest: dict[str, Any] | None = None
+
+
+class Quality(_Model):
+    val_ppl: float | None = None
+    val_ppl_error: str | None = None
+    val_ppl_tokens: int = 0
+    val_text: str | None = None
+    qa_exact_match: float | None = None
+    qa_f1: float | None = None
+    context_overlap: float | None = None
+    recall_at_k: dict[str, float] = {}
+    mrr: float | None = None
+    questions: int = 0
+    errors: int = 0
+
+
+class Latency(_Model):
+    points: list[LoadPoint] = []
+    engine_alone: list[LoadPoint] = []
+
+
+class Resources(_Model):
+    size_on_disk_bytes: int | None = None
+    engine_startup_s: float | None = None
+    engine_peak_rss_mb: float | None = None
+    gpu_memory_mb: float | None = None
+    note: str | None = None
+
+
+class SuiteInfo(_Model):
+    name: str
+    path: str
+    sha256: str
+
+
+class Environment(_Model):
+    hardware: dict[str, Any]
+    fingerprint: str
+    git_commit: str | None = None
+    suite: SuiteInfo
+    prefix_caching: bool
+    url: str | None = None
+    started_by_eval: bool
+    created: str
+    wall_s: float | None = None
+
+
+class Report(_Model):
+    schema_: str = SCHEMA
+    model: ModelInfo
+    quality: Quality
+    latency: Latency
+    resources: Resources
+    environment: Environment
+    records_file: str | None = None
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=True)
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["schema"] = data.pop("schema_")
+        return data
+
+
+def records_path(report_path: str | Path) -> Path:
+    p = Path(report_path)
+    return p.with_name(p.name.removesuffix(".json") + ".records.jsonl")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_report(report: Report, path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Write the sidecar records, then the report (which names them), each atomically."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolkitError(f"{p.parent}: cannot create output directory ({exc.strerror})") from None
+    side = records_path(p)
+    _atomic_write(side, "".join(json.dumps(r, default=str) + "\n" for r in records))
+    report.records_file = side.name
+    _atomic_write(p, json.dumps(report.to_json(), indent=2) + "\n")
+    return p
+
+
+def read_report(path: str | Path) -> Report:
+    """Load and validate a report; any problem is a one-line :class:`ToolkitError` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ToolkitError(f"{p}: report not found")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ToolkitError(f"{p}: corrupt report (not valid JSON{where})") from None
+    if not isinstance(data, dict) or "schema" not in data:
+        raise ToolkitError(f"{p}: not a toolkit eval report (no 'schema' field)")
+    if data["schema"] != SCHEMA:
+        raise ToolkitError(f"{p}: report schema '{data['schema']}' is not supported (expected '{SCHEMA}')")
+    data = dict(data)
+    data["schema_"] = data.pop("schema")
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        raise ToolkitError(describe_validation_error(str(p), exc)) from None
+
+
+def read_records(report_path: str | Path, report: Report) -> list[dict[str, Any]]:
+    """The sidecar records of a report ([] when the file is gone: plots that need them are skipped)."""
+    if not report.records_file:
+        return []
+    side = Path(report_path).with_name(report.records_file)
+    if not side.is_file():
+        return []
+    out = []
+    for n, line in enumerate(side.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ToolkitError(f"{side}:{n}: corrupt records file (invalid JSON line)") from None
+    return out
