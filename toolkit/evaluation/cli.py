@@ -50,8 +50,11 @@ def _served_model_name(engine_url: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _stack(args: argparse.Namespace, suite, model: str):
-    """Yield (url, engine_url, served name, startup_s, engine pid) for a started or an external stack."""
+def _stack(args: argparse.Namespace, suite, model: str, stack=None):
+    """Yield (url, engine_url, served name, startup_s, engine pid) for a started, given or external stack."""
+    if stack is not None:  # a running_stack() the caller started (one engine for several evals)
+        yield stack.url, stack.engine_url, stack.served_model_name, stack.engine_startup_s, stack.engine_pid
+        return
     if args.url:
         engine_url = args.engine_url.rstrip("/") if args.engine_url else None
         yield (args.url.rstrip("/"), engine_url, _served_model_name(engine_url) if engine_url else None, None, None)
@@ -64,8 +67,10 @@ def _stack(args: argparse.Namespace, suite, model: str):
         yield s.url, s.engine_url, s.served_model_name, s.engine_startup_s, s.engine_pid
 
 
-def evaluate(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
-    """Run the suite; return (Report, raw records)."""
+def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, Any]]]:
+    """Run the suite; return (Report, raw records). ``stack``: an already running
+    :func:`toolkit.serving.stack.running_stack` to measure instead of starting one (its start-up time and
+    process are still reported)."""
     from rich.console import Console
 
     from toolkit.evaluation import loadgen
@@ -98,7 +103,7 @@ def evaluate(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
     records: list[dict[str, Any]] = []
     points, engine_points, note = [], [], None
     console.print("[bold]starting[/] vLLM + RAG endpoint" if not args.url else f"[bold]using[/] endpoint {args.url}")
-    with _stack(args, suite, model) as (url, engine_url, served, startup_s, pid):
+    with _stack(args, suite, model, stack) as (url, engine_url, served, startup_s, pid):
         with PeakSampler(pid, cuda=hw["device"] == "cuda") as sampler:
             gen = suite.generation
             console.print(f"[bold]quality[/]: {len(rows)} questions through {url}/v1/rag")
@@ -123,7 +128,7 @@ def evaluate(args: argparse.Namespace) -> tuple[Any, list[dict[str, Any]]]:
                     records += [{"phase": "load", **r} for r in recs]
                     if summary["errors"]:
                         console.print(f"[yellow]{summary['errors']} errors[/]: {summary['error_examples']}")
-        started = not args.url
+        started = stack is not None or not args.url
     report = Report(
         model=ModelInfo(path=str(Path(model).resolve()) if Path(model).exists() else model, name=Path(model).name,
                         manifest=read_manifest(model) if Path(model).is_dir() else None),
