@@ -1,0 +1,110 @@
+"""FAISS index construction, search-time knobs and the optional move to GPU.
+
+All index types use inner product on L2-normalised vectors (= cosine). Construction goes through
+``faiss.index_factory`` strings (``Flat``, ``IVF{nlist},Flat``, ``IVF{nlist},PQ{m}x{bits}``, ``HNSW{M},Flat``).
+Parameters that cannot work on a small corpus are adapted and recorded as *effective* parameters: IVF needs
+~39 training points per list, PQ k-means needs ``2**bits`` points.
+
+GPU: with a faiss build that has GPU support (``faiss.StandardGpuResources`` present and
+``faiss.get_num_gpus() > 0``), flat and IVF indexes are copied to GPU 0 with ``faiss.index_cpu_to_gpu``.
+HNSW has no GPU implementation in faiss: it stays on the CPU (``device: auto``) or is refused
+(``device: cuda``). faiss-cpu wheels (this machine) always run on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from toolkit.errors import NotAvailableError, ToolkitError
+from toolkit.retrieval.config import FaissParams
+
+log = logging.getLogger(__name__)
+
+
+def effective_params(p: FaissParams, n: int, dim: int) -> dict[str, Any]:
+    """The parameters actually used for ``n`` vectors of ``dim`` (small corpora shrink nlist / pq_bits)."""
+    eff: dict[str, Any] = {"index_type": p.index_type}
+    if p.index_type in ("ivf", "ivfpq"):
+        eff["nlist"] = max(1, min(p.nlist, n // 39))
+        eff["nprobe"] = min(p.nprobe, eff["nlist"])
+    if p.index_type == "ivfpq":
+        if dim % p.pq_m:
+            raise ToolkitError(f"faiss.pq_m={p.pq_m} must divide the embedding dimension {dim}")
+        eff["pq_m"] = p.pq_m
+        eff["pq_bits"] = max(1, min(p.pq_bits, int(math.log2(max(n, 2)))))
+    if p.index_type == "hnsw":
+        eff.update(hnsw_m=p.hnsw_m, ef_construction=p.ef_construction, ef_search=p.ef_search)
+    return eff
+
+
+def factory_string(eff: dict[str, Any]) -> str:
+    t = eff["index_type"]
+    if t == "flat":
+        return "Flat"
+    if t == "ivf":
+        return f"IVF{eff['nlist']},Flat"
+    if t == "ivfpq":
+        return f"IVF{eff['nlist']},PQ{eff['pq_m']}x{eff['pq_bits']}"
+    return f"HNSW{eff['hnsw_m']},Flat"
+
+
+def build_faiss(vectors: np.ndarray, eff: dict[str, Any]) -> Any:
+    """Train (when the type needs it) and fill an index with ``vectors`` (rows become ids 0..n-1)."""
+    import faiss
+
+    index = faiss.index_factory(vectors.shape[1], factory_string(eff), faiss.METRIC_INNER_PRODUCT)
+    if eff["index_type"] == "hnsw":
+        index.hnsw.efConstruction = eff["ef_construction"]
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    set_search_params(index, eff)
+    return index
+
+
+def set_search_params(index: Any, eff: dict[str, Any]) -> None:
+    """nprobe / efSearch on a CPU or GPU index (GpuParameterSpace knows GPU index classes)."""
+    import faiss
+
+    space = faiss.GpuParameterSpace() if on_gpu(index) else faiss.ParameterSpace()
+    if "nprobe" in eff:
+        space.set_index_parameter(index, "nprobe", int(eff["nprobe"]))
+    if "ef_search" in eff:
+        space.set_index_parameter(index, "efSearch", int(eff["ef_search"]))
+
+
+def on_gpu(index: Any) -> bool:
+    return type(index).__name__.startswith("Gpu")
+
+
+def faiss_gpu_available() -> bool:
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def place(index: Any, params: FaissParams, eff: dict[str, Any]) -> tuple[Any, str, Any]:
+    """Return ``(index, device, gpu_resources)``; keep the resources alive as long as the GPU index."""
+    want = params.device
+    if want == "cpu" or (want == "auto" and not faiss_gpu_available()):
+        return index, "cpu", None
+    if not faiss_gpu_available():
+        raise NotAvailableError("faiss.device=cuda: this faiss build has no GPU support or no GPU is visible "
+                                "(install faiss-gpu on a CUDA machine, or use device: cpu)")
+    if eff["index_type"] == "hnsw":
+        if want == "cuda":
+            raise NotAvailableError("faiss.device=cuda: faiss has no GPU HNSW; use index type flat, ivf or "
+                                    "ivfpq on GPU, or keep hnsw with device: cpu")
+        log.warning("HNSW has no faiss GPU implementation; the index stays on the CPU (use flat/ivf on GPU)")
+        return index, "cpu", None
+    import faiss
+
+    res = faiss.StandardGpuResources()
+    res.setTempMemory(params.gpu_temp_memory_mb * 1024 * 1024)
+    gpu_index = faiss.index_cpu_to_gpu(res, 0, index)
+    set_search_params(gpu_index, eff)
+    return gpu_index, "cuda:0", res
