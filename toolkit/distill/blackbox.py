@@ -28,8 +28,11 @@ ANSWERS = "answers.jsonl"
 
 
 def sampling_of(spec: BlackboxSpec) -> dict[str, Any]:
-    return {"max_tokens": spec.max_new_tokens, "temperature": spec.temperature, "top_p": spec.top_p,
-            "seed": spec.seed}
+    sampling = {"max_tokens": spec.max_new_tokens, "temperature": spec.temperature, "top_p": spec.top_p,
+                "seed": spec.seed}
+    if spec.min_new_tokens and spec.source == "vllm":
+        sampling["min_tokens"] = spec.min_new_tokens
+    return sampling
 
 
 def cache_key(teacher_id: str, conversations: list[Messages], sampling: dict[str, Any]) -> str:

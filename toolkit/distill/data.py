@@ -20,7 +20,6 @@ from toolkit.errors import ToolkitError
 from toolkit.paths import REFERENCE_DOCS, REFERENCE_QA
 
 Messages = list[dict[str, str]]
-SYSTEM_PROMPT = "Answer the question using only the context. Be brief."
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -42,10 +41,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def qa_messages(question: str, context: str, context_chars: int = 1200) -> Messages:
-    """The QA prompt used for teacher answers, QA chat examples and the benchmark's F1."""
+    """The reference RAG prompt (:func:`toolkit.reference.qa.rag_messages`, the layout the reference model
+    was trained on) with the gold document, cut at a word boundary to ``context_chars``, as the context.
+    Used for teacher answers, QA chat examples and the benchmark's F1."""
+    from toolkit.reference.qa import rag_messages
+
     ctx = context[:context_chars].rsplit(" ", 1)[0] if len(context) > context_chars else context
-    return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": f"Context: {ctx}\n\nQuestion: {question}"}]
+    return rag_messages(question, [ctx])
 
 
 def reference_qa(split: str = "train", qa_path: Path = REFERENCE_QA, docs_path: Path = REFERENCE_DOCS) -> list[dict[str, Any]]:

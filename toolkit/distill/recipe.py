@@ -67,6 +67,7 @@ class BlackboxSpec(StrictModel):
     concurrency: int = Field(8, ge=1)
     max_prompts: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(64, ge=1)
+    min_new_tokens: int = Field(0, ge=0)  # vLLM only: forbid EOS before this many tokens
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
