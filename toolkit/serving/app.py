@@ -1,0 +1,282 @@
+"""FastAPI RAG endpoint: ``POST /v1/rag``, OpenAI-compatible ``POST /v1/chat/completions``, ``GET /healthz``,
+``GET /metrics``.
+
+Reliability: optional API key (``Authorization: Bearer`` or ``X-API-Key``; 401 without it), strict request
+models (wrong types, unknown fields, top_k outside 1..100 → 422 naming the field; unparsable JSON → 400;
+empty or oversized query → 422), a concurrency limit answering 429 beyond it, engine unreachable → 503 and
+engine time-out → 504 with a message (every request retries the engine, so it recovers without restart), a
+per-request time-out. Every error body is OpenAI-shaped ``{"error": {"message", "type", "code"}}`` so the
+``openai`` client raises a readable exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from toolkit.serving.llm import EngineRejected, EngineTimeout, EngineUnavailable
+from toolkit.serving.rag import PromptTooLong, RagRun, RagService
+
+OPEN_PATHS = {"/healthz", "/metrics"}
+
+
+class RagRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: StrictStr
+    top_k: StrictInt = Field(5, ge=1, le=100)
+    max_tokens: StrictInt = Field(64, ge=1, le=4096)
+    stream: StrictBool = False
+    temperature: StrictFloat | StrictInt = Field(0.0, ge=0.0, le=2.0)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: StrictStr
+    content: StrictStr | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """The fields of OpenAI's chat request the endpoint honours; others are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: StrictStr | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: StrictInt | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=4096)
+    temperature: StrictFloat | StrictInt | None = Field(None, ge=0.0, le=2.0)
+    stream: StrictBool = False
+    stream_options: dict[str, Any] | None = None
+    top_k: StrictInt | None = Field(None, ge=1, le=100)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
+
+
+def _server_timing(timings: dict[str, float]) -> str:
+    return ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
+
+
+def _sse(data: Any) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+class Guard:
+    """ASGI middleware: API key, concurrency limit, in-flight gauge and request counter. Pure ASGI (not
+    ``BaseHTTPMiddleware``) so a streamed answer counts as in flight until its last byte is sent."""
+
+    def __init__(self, app: Any, limit: int, metrics: Any, api_key: str | None) -> None:
+        self.app, self.limit, self.metrics, self.api_key, self.in_flight = app, limit, metrics, api_key, 0
+
+    @staticmethod
+    def factory(app: Any, guard: "Guard") -> "Guard":
+        guard.app = app
+        return guard
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        path, headers = scope["path"], {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if self.api_key:
+            given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if given != self.api_key:
+                self.metrics.rejected.labels("auth").inc()
+                self.metrics.requests.labels(path, "401").inc()
+                return await _error(401, "missing or wrong API key (Authorization: Bearer <key>)",
+                                    "authentication_error")(scope, receive, send)
+        if self.in_flight >= self.limit:
+            self.metrics.rejected.labels("concurrency").inc()
+            self.metrics.requests.labels(path, "429").inc()
+            return await _error(429, f"too many requests in flight (limit {self.limit}); retry shortly",
+                                "rate_limit_error", {"Retry-After": "1"})(scope, receive, send)
+        status = {"code": 500}
+
+        async def tracking_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(path, str(status["code"])).inc()
+
+
+def create_app(rag: RagService, api_key: str | None = None, served_model_name: str = "rag") -> FastAPI:
+    settings, metrics = rag.settings, rag.metrics
+    app = FastAPI(title="toolkit RAG endpoint", docs_url=None, redoc_url=None)
+    app.state.rag = rag
+    guard = Guard(app, settings.max_concurrency, metrics, api_key)
+    app.add_middleware(Guard.factory, guard=guard)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return _error(400, f"request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})",
+                          "invalid_request_error")
+        field = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        msg = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg", "invalid value")
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        return _error(422, f"field '{field}': {msg}{more}", "invalid_request_error")
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.kind)
+
+    def check_query(query: str) -> str:
+        if not query.strip():
+            raise ApiError(422, "field 'query': must not be empty")
+        if len(query) > settings.max_query_chars:
+            raise ApiError(422, f"field 'query': {len(query)} characters, limit {settings.max_query_chars}")
+        return query
+
+    async def first_piece(agen: AsyncIterator[str]) -> str | None:
+        """Pull the first token before answering, so an engine failure is a 503/504, not a broken 200 stream."""
+        try:
+            return await agen.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    async def guarded(coro):
+        try:
+            return await asyncio.wait_for(coro, settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"request exceeded {settings.request_timeout_s:g} s", "timeout_error") from None
+        except EngineUnavailable as exc:
+            metrics.rejected.labels("engine").inc()
+            raise ApiError(503, f"LLM engine unavailable: {exc}; retry when it is back", "engine_unavailable") \
+                from None
+        except EngineTimeout as exc:
+            raise ApiError(504, str(exc), "timeout_error") from None
+        except EngineRejected as exc:
+            raise ApiError(400 if exc.status < 500 else 502, f"engine rejected the request: {exc}") from None
+        except PromptTooLong as exc:
+            raise ApiError(422, f"field 'query': {exc}") from None
+
+    async def start(query: str, top_k: int, max_tokens: int, temperature: float,
+                    history: list[dict[str, str]] | None = None) -> tuple[RagRun, AsyncIterator[str], str | None]:
+        run = await rag.prepare(query, top_k, max_tokens, history)
+        agen = rag.generate(run, max_tokens, float(temperature))
+        return run, agen, await first_piece(agen)
+
+    async def drain(run: RagRun, agen: AsyncIterator[str]) -> dict[str, float]:
+        async for _ in agen:
+            pass
+        timings = run.finish()
+        metrics.observe_timings(timings)
+        return timings
+
+    @app.post("/v1/rag")
+    async def rag_endpoint(req: RagRequest):
+        query = check_query(req.query)
+        run, agen, first = await guarded(start(query, req.top_k, req.max_tokens, req.temperature))
+        if not req.stream:
+            timings = await guarded(drain(run, agen))
+            body = {"answer": "".join(run.gen.text), "sources": run.sources(), "timings": timings,
+                    "usage": run.usage(), "cached": run.cached, "context_chunks": run.context_chunks}
+            return JSONResponse(body, headers={"Server-Timing": _server_timing(timings)})
+
+        async def events():
+            yield _sse({"type": "sources", "sources": run.sources(), "cached": run.cached})
+            try:
+                if first is not None:
+                    yield _sse({"type": "token", "text": first})
+                async for piece in agen:
+                    yield _sse({"type": "token", "text": piece})
+                timings = run.finish()
+                metrics.observe_timings(timings)
+                yield _sse({"type": "done", "timings": timings, "usage": run.usage()})
+            except (EngineUnavailable, EngineTimeout, EngineRejected) as exc:
+                yield _sse({"type": "error", "message": f"LLM engine failed mid-answer: {exc}"})
+            yield _sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest):
+        users = [m for m in req.messages if m.role == "user"]
+        if not users:
+            raise ApiError(422, "field 'messages': needs at least one message with role 'user'")
+        query = check_query(_text(users[-1].content))
+        cut = len(req.messages) - 1 - req.messages[::-1].index(users[-1])
+        history = [{"role": m.role, "content": _text(m.content)} for m in req.messages[:cut]]
+        max_tokens = req.max_completion_tokens or req.max_tokens or settings.max_tokens
+        run, agen, first = await guarded(start(query, req.top_k or settings.top_k, max_tokens,
+                                               req.temperature or 0.0, history))
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        base = {"id": cid, "created": created, "model": served_model_name}
+        if not req.stream:
+            timings = await guarded(drain(run, agen))
+            u = run.usage()
+            body = {**base, "object": "chat.completion", "choices": [{
+                "index": 0, "message": {"role": "assistant", "content": "".join(run.gen.text)},
+                "finish_reason": run.gen.finish_reason or "stop"}],
+                "usage": {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]},
+                "sources": run.sources(), "timings": timings}
+            return JSONResponse(body, headers={"Server-Timing": _server_timing(timings)})
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return _sse({**base, "object": "chat.completion.chunk",
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+        async def events():
+            yield chunk({"role": "assistant", "content": ""})
+            try:
+                if first is not None:
+                    yield chunk({"content": first})
+                async for piece in agen:
+                    yield chunk({"content": piece})
+                metrics.observe_timings(run.finish())
+                yield chunk({}, run.gen.finish_reason or "stop")
+                if include_usage:
+                    u = run.usage()
+                    yield _sse({**base, "object": "chat.completion.chunk", "choices": [],
+                                "usage": {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}})
+            except (EngineUnavailable, EngineTimeout, EngineRejected) as exc:
+                yield _sse({"error": {"message": f"LLM engine failed mid-answer: {exc}", "type": "engine_error"}})
+            yield _sse("[DONE]")
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.get("/healthz")
+    async def healthz():
+        engine_ok = await rag.engine.healthy()
+        body = {"status": "ok" if engine_ok else "degraded", "engine": "ok" if engine_ok else "unreachable",
+                "engine_url": rag.engine.base_url, "index": rag.index.info(), "cache_entries": len(rag.cache),
+                "in_flight": guard.in_flight}
+        return JSONResponse(body, 200 if engine_ok else 503)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    """OpenAI content may be a string or a list of parts; the text parts are joined."""
+    if isinstance(content, str):
+        return content
+    return " ".join(str(p.get("text", "")) for p in content or [] if p.get("type", "text") == "text")

@@ -1,0 +1,57 @@
+"""Hot-query LRU: normalised query + index version → (query embedding, retrieved hits).
+
+Repeated questions (FAQ traffic, retries, the openai client's re-sends) skip both the embedding forward pass
+and the vector search. Keying on the index version means a rebuilt index never serves stale neighbours. A
+hit for a smaller ``top_k`` than cached is sliced; a larger one reuses the cached embedding and re-searches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def normalise(query: str) -> str:
+    """Case- and whitespace-insensitive key: 'What is  JSON?' and 'what is json?' share an entry."""
+    return " ".join(query.lower().split())
+
+
+@dataclass
+class CacheEntry:
+    embedding: np.ndarray
+    hits: list[Any]
+    top_k: int
+
+
+class QueryCache:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[tuple[str, str], CacheEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, version: str, query: str) -> CacheEntry | None:
+        if self.size <= 0:
+            return None
+        key = (version, normalise(query))
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None:
+                self._data.move_to_end(key)
+            return entry
+
+    def put(self, version: str, query: str, entry: CacheEntry) -> None:
+        if self.size <= 0:
+            return
+        key = (version, normalise(query))
+        with self._lock:
+            self._data[key] = entry
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,0 +1,146 @@
+"""vLLM OpenAI server as a child process: start, wait for readiness with progress, stop without orphans.
+
+The engine runs in its own session (``start_new_session``), so one ``killpg`` reaches the API server *and*
+the engine-core processes it spawns. ``PR_SET_PDEATHSIG`` makes the kernel send SIGTERM to the server if the
+launching process dies without cleaning up (e.g. SIGKILL), the case no ``finally`` block can cover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from toolkit.engine.client import engine_env, last_error_line
+from toolkit.errors import ToolkitError
+from toolkit.paths import REPO_ROOT
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS considers free now (small race until the server binds it; acceptable locally)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def kill_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM the child's process group, wait ``grace_s``, then SIGKILL whatever is left."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if pgid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
+        if proc.poll() is not None and (pgid is None or not _group_alive(pgid)):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class EngineProcess:
+    """One vLLM OpenAI server. ``start()`` returns once ``/v1/models`` answers; ``stop()`` is idempotent."""
+
+    def __init__(self, cmd: list[str], port: int, env: dict[str, str] | None = None, host: str = "127.0.0.1",
+                 log_path: Path | None = None) -> None:
+        self.cmd, self.port, self.host = cmd, port, host
+        self.url = f"http://{host}:{port}"
+        self.env = {**engine_env(), **(env or {})}
+        self.log_path = log_path or Path(tempfile.mkdtemp(prefix="toolkit-engine-")) / "engine.log"
+        self.proc: subprocess.Popen | None = None
+        self.startup_s: float | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout_s: float = 600, on_tick: Callable[[float, str], None] | None = None) -> float:
+        """Launch and wait until the OpenAI API answers; returns the start-up time in seconds."""
+        t0 = time.perf_counter()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO_ROOT,
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+        try:
+            self._wait_ready(t0, timeout_s, on_tick)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.perf_counter() - t0
+        return self.startup_s
+
+    def _wait_ready(self, t0: float, timeout_s: float, on_tick: Callable[[float, str], None] | None) -> None:
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                elapsed = time.perf_counter() - t0
+                if self.proc.poll() is not None:
+                    raise ToolkitError(f"vLLM exited during start-up (code {self.proc.returncode}): "
+                                       f"{last_error_line(self.log())} (log: {self.log_path})")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.url}/v1/models").status_code == 200:
+                        return
+                if elapsed > timeout_s:
+                    raise ToolkitError(f"vLLM not ready after {timeout_s:.0f} s (log: {self.log_path}): "
+                                       f"{last_error_line(self.log())}")
+                if on_tick:
+                    on_tick(elapsed, self._last_line())
+                time.sleep(0.5)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _last_line(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, 2) - 2048))
+                lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            return ""
+        return lines[-1][-120:] if lines else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kill_group(self.proc)
+
+
+def wait_with_progress(engine: EngineProcess, timeout_s: float, label: str = "vLLM") -> float:
+    """Start ``engine`` showing a spinner with elapsed time and the engine's latest log line (stderr)."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
+                  TextColumn("{task.fields[line]}"), console=console, transient=True) as progress:
+        task = progress.add_task(f"starting {label} on {engine.url}", line="")
+        startup = engine.start(timeout_s, lambda _t, line: progress.update(task, line=line[-80:]))
+    console.print(f"{label} ready on {engine.url} in {startup:.1f} s")
+    return startup

@@ -1,0 +1,116 @@
+"""Serving profiles (``serve/*.yaml``): engine flags for vLLM plus endpoint and retrieval settings.
+
+Validated by strict pydantic models, so a misspelt key is an error naming the file and field. The engine
+section maps one-to-one onto ``vllm.entrypoints.openai.api_server`` flags (:func:`engine_command`); anything
+not modelled goes in ``engine.extra_args`` (``{flag_name: value}``, ``true`` for a bare flag).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from toolkit.config import StrictModel, load_recipe
+from toolkit.errors import ToolkitError
+from toolkit.paths import SERVE_DIR, vllm_python
+
+Scalar = str | int | float | bool
+
+
+class EngineSettings(StrictModel):
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int | None = Field(None, ge=16, description="context length; default: the model's")
+    kv_cache_space_gib: float | None = Field(
+        None, gt=0, description="CPU only: VLLM_CPU_KVCACHE_SPACE (GiB of KV cache)")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=0.98, description="CUDA only: fraction of GPU memory for weights + KV cache; leave room "
+        "for the FAISS index and its scratch memory")
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    attention_backend: str | None = Field(None, description="e.g. FLASH_ATTN (CUDA); CPU picks its own")
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    enable_prefix_caching: bool = Field(
+        False, description="reuse KV of shared prompt prefixes (system prompt); off by default so before/after "
+        "comparisons measure the model, not the cache")
+    max_num_seqs: int | None = Field(None, ge=1)
+    startup_timeout_s: float = Field(600, gt=0)
+    extra_args: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class EndpointSettings(StrictModel):
+    top_k: int = Field(5, ge=1, le=100)
+    max_tokens: int = Field(64, ge=1)
+    max_query_chars: int = Field(2000, ge=1)
+    cache_size: int = Field(1024, ge=0, description="hot-query LRU entries (0 disables the cache)")
+    max_concurrency: int = Field(32, ge=1, description="requests in flight beyond which the endpoint answers 429")
+    request_timeout_s: float = Field(120, gt=0)
+    api_key_env: str = Field("TOOLKIT_API_KEY", description="env var holding the API key; unset = no auth")
+    embed_threads: int = Field(1, ge=1, description="torch threads for query embedding (vLLM owns the rest)")
+    system_prompt: str = ("Answer the question using only the context below. If the context does not contain "
+                          "the answer, say that you do not know. Be brief.")
+
+
+class RetrievalSettings(StrictModel):
+    nprobe: int | None = Field(None, ge=1, description="IVF lists scanned per query (default: as built)")
+    ef_search: int | None = Field(None, ge=1, description="HNSW efSearch (default: as built)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ServeProfile(StrictModel):
+    device: Literal["cpu", "cuda"] = "cpu"
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+
+def default_profile_path() -> Path:
+    from toolkit.hardware import hardware_report
+
+    return SERVE_DIR / ("cuda.yaml" if hardware_report().get("cuda") else "cpu.yaml")
+
+
+def load_profile(path: str | Path | None = None) -> ServeProfile:
+    return load_recipe(path or default_profile_path(), ServeProfile)
+
+
+def _flag(name: str, value: Scalar) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if value is True:
+        return [flag]
+    if value is False:
+        return ["--no-" + name.replace("_", "-")]
+    return [flag, str(value)]
+
+
+def engine_command(model: str | Path, port: int, served_model_name: str, profile: ServeProfile,
+                   host: str = "127.0.0.1", extra: dict[str, Scalar] | None = None) -> list[str]:
+    """argv for vLLM's OpenAI server (``python -m``: the ``vllm`` console script of vllm-cpu is broken)."""
+    python = vllm_python()
+    if not python.exists():
+        raise ToolkitError(f"{python}: serving environment missing; run `make setup`")
+    e = profile.engine
+    args: dict[str, Scalar | None] = {
+        "model": str(model), "host": host, "port": port, "served_model_name": served_model_name,
+        "dtype": e.dtype, "max_model_len": e.max_model_len, "kv_cache_dtype": e.kv_cache_dtype,
+        "tensor_parallel_size": e.tensor_parallel_size, "pipeline_parallel_size": e.pipeline_parallel_size,
+        "enable_prefix_caching": e.enable_prefix_caching, "max_num_seqs": e.max_num_seqs, "seed": 0,
+        "generation_config": "vllm",  # sampling defaults from the request, not the checkpoint
+    }
+    if profile.device == "cuda":
+        args.update(gpu_memory_utilization=e.gpu_memory_utilization, attention_backend=e.attention_backend)
+    args.update(e.extra_args)
+    args.update(extra or {})
+    cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server"]
+    for name, value in args.items():
+        if value is not None:
+            cmd += _flag(name, value)
+    return cmd
+
+
+def engine_environment(profile: ServeProfile) -> dict[str, str]:
+    env = {}
+    if profile.device == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{profile.engine.kv_cache_space_gib or 1:g}"
+    return env

@@ -1,0 +1,141 @@
+"""The RAG pipeline behind the endpoint: retrieve (with the hot-query cache), build the prompt, generate.
+
+Prompt: a system message telling the model to answer from the context, then one user message holding the
+numbered retrieved chunks and the question; it goes to vLLM's ``/v1/chat/completions`` so the model's own chat
+template applies. When a tokenizer is at hand (local model directory), the context is trimmed to fit the
+engine's context length minus ``max_tokens`` (lowest-ranked chunks go first, then the last one is cut), so a
+long retrieval never turns into an engine 400. Timings are milliseconds per stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.retrieval.index import Hit, RetrievalIndex
+from toolkit.serving.cache import CacheEntry, QueryCache
+from toolkit.serving.llm import EngineClient, Generation
+from toolkit.serving.metrics import Metrics
+from toolkit.serving.profiles import EndpointSettings
+
+
+class PromptTooLong(Exception):
+    pass
+
+
+class PromptBuilder:
+    def __init__(self, system_prompt: str, model_dir: str | Path | None = None, context_len: int | None = None):
+        self.system_prompt = system_prompt
+        self.tokenizer, self.context_len = None, context_len
+        if model_dir and Path(model_dir, "tokenizer_config.json").is_file():
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            if context_len is None:
+                import json
+
+                cfg = json.loads(Path(model_dir, "config.json").read_text())
+                self.context_len = cfg.get("max_position_embeddings")
+
+    def messages(self, question: str, contexts: list[str], history: list[dict[str, str]] | None = None):
+        blocks = "\n\n".join(f"[{i}] {text}" for i, text in enumerate(contexts, 1))
+        user = f"Context:\n{blocks}\n\nQuestion: {question}" if contexts else f"Question: {question}"
+        return [{"role": "system", "content": self.system_prompt}, *(history or []), {"role": "user", "content": user}]
+
+    def _count(self, messages: list[dict[str, str]]) -> int:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def build(self, question: str, hits: list[Hit], max_tokens: int,
+              history: list[dict[str, str]] | None = None) -> tuple[list[dict[str, str]], int]:
+        """Messages that fit the context window, and how many retrieved chunks they carry."""
+        contexts = [h.chunk.text for h in hits]
+        msgs = self.messages(question, contexts, history)
+        if self.tokenizer is None or not self.context_len:
+            return msgs, len(contexts)
+        budget = self.context_len - max_tokens
+        n = self._count(msgs)
+        while n > budget and contexts:
+            over = n - budget
+            last = self.tokenizer(contexts[-1], add_special_tokens=False)["input_ids"]
+            if over < len(last) - 8 or len(contexts) == 1:
+                cut = max(0, len(last) - over - 8)
+                contexts[-1] = self.tokenizer.decode(last[:cut]) if cut else ""
+                if not contexts[-1]:
+                    contexts.pop()
+            else:
+                contexts.pop()
+            msgs = self.messages(question, contexts, history)
+            n = self._count(msgs)
+        if n > budget:
+            raise PromptTooLong(f"query is {n} tokens with the prompt; the model allows {budget} "
+                                f"(context {self.context_len} minus max_tokens {max_tokens})")
+        return msgs, len(contexts)
+
+
+@dataclass
+class RagRun:
+    hits: list[Hit]
+    messages: list[dict[str, str]]
+    cached: bool
+    context_chunks: int
+    timings: dict[str, float] = field(default_factory=dict)
+    gen: Generation = field(default_factory=Generation)
+    t0: float = 0.0
+
+    def sources(self) -> list[dict[str, Any]]:
+        return [h.as_source() for h in self.hits]
+
+    def finish(self) -> dict[str, float]:
+        self.timings["llm_ttft"] = self.gen.ttft_ms
+        self.timings["llm_total"] = self.gen.total_ms
+        self.timings["total"] = (time.perf_counter() - self.t0) * 1000
+        self.timings = {k: round(v, 3) for k, v in self.timings.items()}
+        return self.timings
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.gen.prompt_tokens, "completion_tokens": self.gen.completion_tokens}
+
+
+class RagService:
+    def __init__(self, index: RetrievalIndex, engine: EngineClient, settings: EndpointSettings,
+                 prompt: PromptBuilder, metrics: Metrics) -> None:
+        self.index, self.engine, self.settings, self.prompt, self.metrics = index, engine, settings, prompt, metrics
+        self.cache = QueryCache(settings.cache_size)
+
+    def retrieve(self, query: str, top_k: int) -> tuple[list[Hit], dict[str, float], bool]:
+        """Hits and ``{"embed","search"}`` ms; a cache hit costs neither (or only the search if k grew)."""
+        timings = {"embed": 0.0, "search": 0.0}
+        entry = self.cache.get(self.index.version, query)
+        if entry is not None and entry.top_k >= top_k:
+            self.metrics.cache_hits.inc()
+            return entry.hits[:top_k], timings, True
+        t = time.perf_counter()
+        if entry is not None:
+            self.metrics.cache_hits.inc()
+            vec = entry.embedding
+        else:
+            self.metrics.cache_misses.inc()
+            vec = self.index.embed(query)
+        t1 = time.perf_counter()
+        hits = self.index.search_vector(vec, top_k)
+        t2 = time.perf_counter()
+        timings["embed"], timings["search"] = (t1 - t) * 1000, (t2 - t1) * 1000
+        self.cache.put(self.index.version, query, CacheEntry(vec, hits, top_k))
+        return hits, timings, entry is not None
+
+    async def prepare(self, query: str, top_k: int, max_tokens: int,
+                      history: list[dict[str, str]] | None = None) -> RagRun:
+        t0 = time.perf_counter()
+        hits, timings, cached = await asyncio.to_thread(self.retrieve, query, top_k)
+        t = time.perf_counter()
+        messages, used = self.prompt.build(query, hits, max_tokens, history)
+        timings["prompt"] = (time.perf_counter() - t) * 1000
+        return RagRun(hits, messages, cached, used, timings, t0=t0)
+
+    def generate(self, run: RagRun, max_tokens: int, temperature: float) -> AsyncIterator[str]:
+        return self.engine.stream_chat(run.messages, max_tokens, temperature, run.gen)
