@@ -27,8 +27,8 @@ test: setup  ## install what is needed, then run the test suite
 env: setup  ## print the hardware report
 	$(TOOLKIT) env
 
-reference: setup  ## build the offline reference corpus, QA set, tokenizer and model (artifacts/reference)
-	$(TOOLKIT) reference $(call opt,--recipe,$(RECIPE))
+reference: setup  ## make reference [RECIPE=recipes/reference/<r>.yaml] [OUTPUT=dir] (default artifacts/reference)
+	$(TOOLKIT) reference $(call opt,--recipe,$(RECIPE)) $(call opt,--output,$(OUTPUT))
 
 quantize: setup  ## make quantize RECIPE=recipes/quantize/<name>.yaml MODEL=<path-or-id> [OUTPUT=dir]
 	$(TOOLKIT) quantize --recipe $(RECIPE) --model $(MODEL) $(call opt,--output,$(OUTPUT))

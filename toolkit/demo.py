@@ -1,0 +1,205 @@
+"""``toolkit demo`` / ``make demo``: the whole pipeline, offline, in one command.
+
+Each step is the exact ``toolkit`` command a user would type (printed before it runs), in its own process so
+a step's memory is returned before the next starts. A step whose output already exists is skipped, so an
+interrupted demo resumes where it stopped; every stage writes atomically, so an existing output is complete.
+
+Full (``make demo``)::
+
+    reference corpus, QA set, model -> quantize (RTN, GPTQ, AWQ W4A16, W8A8-INT8, FP8) -> white-box student
+    -> precision selection -> student quantized with the winner -> index -> eval every variant through the
+    RAG endpoint -> compare with gates -> summary table + compare.html
+
+Quick (``make demo DEMO=quick``): the reference build at reduced size, one quantized variant (W8A8-INT8, this
+CPU's fast path), the index, and the smoke eval suite on both variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.paths import ARTIFACTS, RECIPES_DIR, REPO_ROOT
+
+QUANT_RECIPES = ("rtn-w4a16", "gptq-w4a16", "awq-w4a16", "gptq-w8a8-int8", "fp8-dynamic")
+WINNER_RECIPE = {"int8": "gptq-w8a8-int8", "fp8": "fp8-dynamic"}  # formats that need a quantized checkpoint
+GATES = ["--max-ppl-increase", "25%", "--max-f1-drop", "0.05"]
+
+
+@dataclass
+class Step:
+    """One pipeline step: done when ``output`` exists; ``argv`` is built when the step runs (None: nothing to
+    do, e.g. the precision winner needs no quantized checkpoint)."""
+
+    name: str
+    output: Path
+    argv: Callable[[], list[str] | None]
+    variant: str | None = None  # a model variant that gets evaluated
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
+
+
+def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
+    """The steps in order, and where the compare report goes."""
+    ref = root / "reference"
+    model = ref / "model"
+    models, reports = root / "models", root / "reports" / "demo"
+    index = root / "indexes" / "demo"
+    suite = REPO_ROOT / "eval" / "suites" / ("smoke.yaml" if quick else "default.yaml")
+    recipe = RECIPES_DIR / "reference" / ("quick.yaml" if quick else "default.yaml")
+    steps = [Step("reference", model, lambda: ["reference", "--recipe", _rel(recipe), "--output", _rel(ref)])]
+    variants: dict[str, Path] = {"reference-bf16": model}
+
+    def quantize(name: str, src: Path, out: Path) -> Step:
+        return Step(f"quantize {out.name}", out, lambda: [
+            "quantize", "--recipe", _rel(RECIPES_DIR / "quantize" / f"{name}.yaml"), "--model", _rel(src),
+            "--output", _rel(out)])
+
+    for name in ("gptq-w8a8-int8",) if quick else QUANT_RECIPES:
+        out = models / f"reference-{name}"
+        steps.append(quantize(name, model, out))
+        variants[out.name] = out
+    if not quick:
+        student = models / "student-kd"
+        steps.append(Step("distill student-kd", student, lambda: [
+            "distill", "--recipe", _rel(RECIPES_DIR / "distill" / "whitebox-kd.yaml"), "--teacher", _rel(model),
+            "--output", _rel(student)]))
+        variants[student.name] = student
+        profile = root / "precision" / "profile.yaml"
+        steps.append(Step("precision", profile, lambda: [
+            "precision", "--model", _rel(model), "--output", _rel(profile),
+            "--work-dir", _rel(root / "precision" / "work")]))
+        winner_out = models / "student-kd-winner"
+        steps.append(Step("quantize student with the precision winner", winner_out,
+                          lambda: _student_winner_argv(profile, student, winner_out)))
+        variants[winner_out.name] = winner_out
+    steps.append(Step("index", index, lambda: ["index", "build", "--docs", _rel(ref / "docs.jsonl"),
+                                               "--output", _rel(index), "--index-type", "flat"]))
+    report_paths = []
+    for name, path in variants.items():
+        report = reports / f"{name}.json"
+        report_paths.append(report)
+        steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report), variant=name))
+    compare_dir = reports / "compare"
+    steps.append(Step("compare", compare_dir / "compare.html", lambda: [
+        "compare", *[_rel(p) for p in report_paths if p.exists()], "--baseline", _rel(report_paths[0]),
+        "--output", _rel(compare_dir), *GATES]))
+    return steps, compare_dir
+
+
+def _eval_argv(model: Path, index: Path, suite: Path, report: Path) -> Callable[[], list[str] | None]:
+    def argv() -> list[str] | None:
+        if not model.exists():  # the winner step found nothing to quantize
+            return None
+        return ["eval", "--model", _rel(model), "--index", _rel(index), "--suite", _rel(suite),
+                "--output", _rel(report)]
+    return argv
+
+
+def _student_winner_argv(profile: Path, student: Path, out: Path) -> list[str] | None:
+    """Quantize the student with the format precision selection chose (INT8/FP8 need a checkpoint)."""
+    result = json.loads(profile.with_suffix(".json").read_text())
+    winner = result["selection"]["winner"]
+    recipe = WINNER_RECIPE.get(winner)
+    if recipe is None:  # FP32/BF16/FP16 won: the student is served as it is
+        return None
+    return ["quantize", "--recipe", _rel(RECIPES_DIR / "quantize" / f"{recipe}.yaml"), "--model", _rel(student),
+            "--output", _rel(out)]
+
+
+def run_steps(steps: list[Step], root: Path) -> dict[str, float]:
+    """Run the steps in order (skipping finished ones); returns each step's wall time in seconds.
+
+    Every step runs with ``TOOLKIT_ARTIFACTS=root``, so each stage's defaults (reference QA set, validation
+    split, calibration data) are the ones this demo built.
+    """
+    from rich.console import Console
+
+    console = Console()
+    timings: dict[str, float] = {}
+    for i, step in enumerate(steps, 1):
+        head = f"[{i}/{len(steps)}] {step.name}"
+        if step.output.exists():
+            console.print(f"[dim]{head}: done ({_rel(step.output)})[/dim]")
+            continue
+        argv = step.argv()
+        if argv is None:
+            console.print(f"[dim]{head}: nothing to do[/dim]")
+            continue
+        console.print(f"[bold]{head}[/bold]: toolkit {shlex.join(argv)}")
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "toolkit", *argv], cwd=REPO_ROOT,
+                              env={**os.environ, "TOOLKIT_ARTIFACTS": str(root)})
+        timings[step.name] = round(time.perf_counter() - t, 1)
+        if proc.returncode != 0:
+            if step.name == "compare" and step.output.exists():
+                console.print("[yellow]compare: a gate failed (see above); the report was written[/yellow]")
+                continue
+            raise ToolkitError(f"demo step '{step.name}' failed (exit {proc.returncode}); fix it and re-run "
+                               "`make demo` to resume from this step")
+        console.print(f"[green]{head}: {timings[step.name]:.0f} s[/green]")
+    return timings
+
+
+def summary_table(report_dir: Path):
+    """Rows of the headline numbers of every report, for the terminal and the README."""
+    from rich.table import Table
+
+    from toolkit.evaluation.report import read_report
+
+    table = Table(title="demo results")
+    for col in ("variant", "size MB", "val ppl", "QA F1", "recall@5", "p50 e2e ms (c=1)", "out tok/s (max)"):
+        table.add_column(col, justify="right" if col != "variant" else "left")
+    for path in sorted(report_dir.glob("*.json")):
+        r = read_report(path)
+        points = [p for p in r.latency.points if p.target == "rag"]
+        c1 = next((p for p in points if p.concurrency == 1), None)
+        tok_s = max((p.throughput.output_tok_s or 0 for p in points), default=0)
+        size = (r.resources.size_on_disk_bytes or 0) / 1e6
+
+        def fmt(x, spec=".3f"):
+            return "-" if x is None else format(x, spec)
+
+        table.add_row(path.stem, f"{size:.1f}", fmt(r.quality.val_ppl, ".2f"), fmt(r.quality.qa_f1),
+                      fmt(r.quality.recall_at_k.get("5")), fmt(c1.e2e_ms.p50 if c1 else None, ".0f"),
+                      f"{tok_s:.1f}")
+    return table
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a first look in a few minutes (DEMO=quick)")
+    parser.add_argument("--output", default=None,
+                        help="artifacts root of the demo (default: artifacts/, shared with `make reference`; "
+                        "artifacts/demo-quick with --quick)")
+    parser.add_argument("--plan", action="store_true", help="print the commands the demo would run, then stop")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    root = (Path(args.output) if args.output else ARTIFACTS / "demo-quick" if args.quick else ARTIFACTS).resolve()
+    steps, compare_dir = plan(args.quick, root)
+    if args.plan:
+        for s in steps:
+            print(f"{s.name}: {'done' if s.output.exists() else 'to do'} -> {_rel(s.output)}")
+        return 0
+    t = time.perf_counter()
+    run_steps(steps, root)
+    console = Console()
+    console.print(summary_table(root / "reports" / "demo"))
+    console.print(f"demo finished in {time.perf_counter() - t:.0f} s; report: {_rel(compare_dir / 'compare.html')}")
+    return 0
