@@ -151,19 +151,15 @@ def split_by_package(docs: Sequence[Doc], validation: float, test: float, seed: 
     random.Random(seed).shuffle(packages)
     total = sum(counts.values())
     assignment: dict[str, str] = {}
-    filled = {"test": 0, "validation": 0}
-    targets = {"test": test * total, "validation": validation * total}
-    order = iter(packages)
-    for split in ("test", "validation"):
-        for pkg in order:
-            assignment[pkg] = split
-            filled[split] += counts[pkg]
-            if filled[split] >= targets[split]:
-                break
-    for pkg in order:
+    i = 0
+    for split, share, keep in (("test", test, 2), ("validation", validation, 1)):
+        filled = 0  # take at least one package, and always leave ``keep`` for the splits still to fill
+        while i < len(packages) - keep and (filled == 0 or filled < share * total):
+            assignment[packages[i]] = split
+            filled += counts[packages[i]]
+            i += 1
+    for pkg in packages[i:]:
         assignment[pkg] = "train"
-    if "train" not in assignment.values():
-        raise ToolkitError("corpus: too few modules for a train split; lower the validation/test shares")
     return assignment
 
 
