@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -76,18 +77,7 @@ def _recipe(args: argparse.Namespace):
                           "throughput.batch_sizes": [1, 4], "quality.seq_len": 128, "quality.max_windows": 4,
                           "quantize.num_samples": 16, "quantize.seq_len": 128, "quantize.eval_windows": 1})
     path = Path(args.recipe) if args.recipe else REPO_ROOT / DEFAULT_RECIPE
-    if args.recipe or path.is_file():
-        return load_recipe(path, PrecisionRecipe, overrides)
-    from toolkit.config import validate
-
-    data: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    return validate(PrecisionRecipe, data, "precision settings")
+    return load_recipe(path, PrecisionRecipe, overrides)
 
 
 def _paths(args: argparse.Namespace, model: Path) -> tuple[Path, Path, Path]:
@@ -141,7 +131,8 @@ def _measure(args: argparse.Namespace, recipe, model: Path, work: Path, console)
     rows = []
     for p in planned:
         with record.timed(p.candidate.name):
-            row = measure_candidate(model, p, recipe, work, windows, eval_data, device, log=log)
+            row = measure_candidate(model, p, recipe, work, windows, eval_data, device, log=log,
+                                    ppl_cache={(str(model), ref_dtype, False): ref_ppl})
         rows.append(row)
     add_quality(rows, ref_ppl)
     result = {
@@ -174,12 +165,12 @@ def _write_text(path: Path, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from toolkit.precision.profile import build_profile, dump_profile
+    from toolkit.precision.profile import build_profile, dump_profile, serve_model
     from toolkit.precision.report import candidates_table, microbench_table
     from toolkit.precision.select import select
     from toolkit.precision.settings import parse_budget
 
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 180)  # logs/CI: keep table rows unwrapped
     recipe = _recipe(args)
     budget = parse_budget(recipe.budget)
     if args.from_json:
@@ -212,7 +203,9 @@ def run(args: argparse.Namespace) -> int:
     style = "green" if selection["within_budget"] else "yellow"
     console.print(f"[bold {style}]{selection['message']}[/]")
     profile = build_profile(result)
+    result["serve"] = {"model": serve_model(result), "profile": str(output)}
     _write_text(json_out, json.dumps(result, indent=2) + "\n")
     _write_text(output, dump_profile(profile, result))
-    console.print(f"profile: {output}\nmeasurements: {json_out}")
+    console.print(f"profile: {output}\nmeasurements: {json_out}\n"
+                  f"serve it: make serve MODEL={result['serve']['model']} PROFILE={output}")
     return 0

@@ -139,8 +139,13 @@ def candidate_perplexity(checkpoint: Path, torch_dtype: str, windows: list[list[
 
 
 def measure_candidate(model: Path, planned: Planned, recipe: PrecisionRecipe, work_dir: Path,
-                      windows: list[list[int]], eval_data: Path, device: str, log=print) -> dict[str, Any]:
-    """Everything known about one candidate: plan status, checkpoint, throughput, perplexity (or the error)."""
+                      windows: list[list[int]], eval_data: Path, device: str, log=print,
+                      ppl_cache: dict[tuple, float] | None = None) -> dict[str, Any]:
+    """Everything known about one candidate: plan status, checkpoint, throughput, perplexity (or the error).
+
+    ``ppl_cache`` maps (checkpoint, dtype, tf32) to a perplexity already computed in this run (the reference),
+    so FP32 is not evaluated twice.
+    """
     c = planned.candidate
     row: dict[str, Any] = {"name": c.name, "label": c.label, "status": planned.status, "reason": planned.reason,
                            "engine_dtype": c.engine_dtype, "kv_cache_dtype": planned.kv_cache_dtype,
@@ -155,9 +160,13 @@ def measure_candidate(model: Path, planned: Planned, recipe: PrecisionRecipe, wo
             log(f"[{c.name}] quantized checkpoint ({qrecipe.name}; cached under {work_dir / 'checkpoints'})")
             checkpoint = quantized_checkpoint(model, c.name, qrecipe, work_dir, recipe.quantize, eval_data)
             row["checkpoint"], row["quantize_recipe"] = str(checkpoint), given
-        log(f"[{c.name}] perplexity ({c.torch_dtype})")
-        row["perplexity"] = candidate_perplexity(checkpoint, c.torch_dtype, windows, recipe.quality.batch_size,
-                                                 tf32=c.tf32, device=device)
+        key = (str(checkpoint), c.torch_dtype, c.tf32)
+        if ppl_cache is not None and key in ppl_cache:
+            row["perplexity"] = ppl_cache[key]
+        else:
+            log(f"[{c.name}] perplexity ({c.torch_dtype})")
+            row["perplexity"] = candidate_perplexity(checkpoint, c.torch_dtype, windows, recipe.quality.batch_size,
+                                                     tf32=c.tf32, device=device)
         log(f"[{c.name}] vLLM throughput (dtype {c.engine_dtype}, kv {planned.kv_cache_dtype}, "
             f"{recipe.throughput.repeats} repeats)")
         row["throughput"] = engine_throughput(checkpoint, planned, recipe.throughput)

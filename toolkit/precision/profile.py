@@ -1,12 +1,14 @@
-"""The serving profile a precision run writes, for ``make serve PROFILE=...``.
+"""The serving profile a precision run writes, for ``make serve MODEL=... PROFILE=...``.
 
-The profile says how vLLM should run the model: ``dtype``, the checkpoint to serve (the quantized one when
-the winner is FP8/INT8), the KV-cache dtype, and under ``selection`` the measurements that justified the
-choice (budget, winner, per-candidate medians with their spread, hardware). The full measurement record
-stays in the ``.json`` beside the profile; the profile carries the summary a reviewer needs.
+The profile is the serving stage's own default for this device (``serve/<device>.yaml``: endpoint and
+retrieval settings untouched) with the engine's ``dtype`` and ``kv_cache_dtype`` set to the chosen format.
+The checkpoint to serve (the quantized one when the winner is FP8/INT8) and the measurements that justified
+the choice (budget, winner, per-candidate medians with their spread, hardware) are written as the profile's
+header comment, and as ``model:``/``selection:`` keys if the serving schema defines them; the full record is
+the ``.json`` beside the profile.
 
-If the serving stage's profile model (``toolkit.serving``) is importable, the profile is validated against
-it before it is written, so a profile this stage writes is one ``serve`` accepts.
+The profile is validated against the serving stage's model (``toolkit.serving.profiles.ServeProfile``)
+before it is written, so a profile this stage writes is one ``serve`` accepts.
 """
 
 from __future__ import annotations
@@ -62,40 +64,83 @@ def selection_block(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _serve_schema():
+    """The serving stage's profile model, or None when that stage is not installed."""
+    try:
+        from toolkit.serving.profiles import ServeProfile
+    except ImportError:
+        return None
+    return ServeProfile
+
+
+def _base_profile(device: str) -> dict[str, Any]:
+    """The serving stage's own default profile for this device (endpoint/retrieval settings kept as they are)."""
+    from toolkit.config import read_yaml
+    from toolkit.paths import SERVE_DIR
+
+    base = SERVE_DIR / f"{device}.yaml"
+    return read_yaml(base) if base.is_file() else {}
+
+
 def build_profile(result: dict[str, Any]) -> dict[str, Any]:
-    """Serving profile for the selected candidate (dtype, checkpoint, KV-cache dtype, justification)."""
+    """Serving profile for the selected candidate: the device's default profile with the chosen engine dtype
+    and KV-cache dtype. The checkpoint to serve and the justification go in as ``model``/``selection`` when
+    the serving schema has those fields; otherwise they are written as the profile's header comment
+    (:func:`dump_profile`) and in full in the ``.json`` beside it."""
     rows = {r["name"]: r for r in result["candidates"]}
     win = rows[result["selection"]["winner"]]
-    checkpoint = win.get("checkpoint") or result["model"]
-    profile = {
-        "model": _portable(checkpoint),
-        "dtype": win["engine_dtype"],
-        "quantization": Path(win["quantize_recipe"]).stem if win.get("quantize_recipe") else None,
-        "kv_cache_dtype": win["kv_cache_dtype"],
-        "selection": selection_block(result),
-    }
+    device = result["hardware"]["device"]
+    profile = _base_profile(device)
+    profile["device"] = device
+    engine = dict(profile.get("engine") or {})
+    engine.update(dtype=win["engine_dtype"], kv_cache_dtype=win["kv_cache_dtype"])
+    profile["engine"] = engine
+    schema = _serve_schema()
+    fields = schema.model_fields if schema is not None else {"model": None, "selection": None}
+    if "model" in fields:
+        profile["model"] = serve_model(result)
+    if "selection" in fields:
+        profile["selection"] = selection_block(result)
     validate_profile(profile)
     return profile
 
 
+def serve_model(result: dict[str, Any]) -> str:
+    """The checkpoint to serve: the quantized one when the winner is FP8/INT8, else the model measured."""
+    win = next(r for r in result["candidates"] if r["name"] == result["selection"]["winner"])
+    return _portable(win.get("checkpoint") or result["model"])
+
+
 def validate_profile(profile: dict[str, Any]) -> None:
     """Validate against the serving stage's profile model when that stage is installed (no-op otherwise)."""
-    try:
-        from toolkit.serving.profile import ServingProfile  # type: ignore[import-not-found]
-    except ImportError:
+    schema = _serve_schema()
+    if schema is None:
         return
     from toolkit.config import validate
 
-    validate(ServingProfile, profile, "precision profile")
+    validate(schema, profile, "precision profile")
 
 
 def dump_profile(profile: dict[str, Any], result: dict[str, Any]) -> str:
-    """YAML text with a header saying where it came from and how to use it."""
-    sel = result["selection"]
-    header = (
-        f"# Serving profile chosen by `toolkit precision` on {result['hardware_summary']} ({result['created']}).\n"
-        f"# {sel['message']}\n"
-        f"# Measurements: the .json beside this file. Use it with:\n"
-        f"#   make serve PROFILE=<this file>\n"
-    )
-    return header + yaml.safe_dump(profile, sort_keys=False, allow_unicode=True, width=110)
+    """YAML text whose header says where it came from, what to serve with it and the numbers behind it."""
+    sel = selection_block(result)
+    lines = [
+        f"Serving profile chosen by `toolkit precision` on {sel['hardware']} ({sel['measured_at']}).",
+        sel["message"],
+        f"Serve it:  make serve MODEL={serve_model(result)} PROFILE=<this file>",
+        f"Quality reference: {sel['reference']['dtype']} perplexity {sel['reference']['perplexity']}; "
+        f"speed = {sel['rank_by']} tok/s median [min-max] of {sel['repeats']} runs.",
+    ]
+    for name, c in sel["candidates"].items():
+        s = c.get(f"{sel['rank_by']}_tok_s")
+        parts = [f"{name:<5} {c['status']:<9}"]
+        if s:
+            parts.append(f"{s['median']:.1f} [{s['min']:.1f}-{s['max']:.1f}] tok/s")
+        if "ppl_delta" in c:
+            parts.append(f"ppl {c['perplexity']} ({c['ppl_delta']:+.2%})")
+        if c.get("reason") or c.get("error"):
+            parts.append(c.get("error") or c["reason"])
+        lines.append("  " + "  ".join(parts))
+    lines.append("All measurements: the .json beside this file.")
+    return "".join(f"# {ln}\n" for ln in lines) + yaml.safe_dump(profile, sort_keys=False, allow_unicode=True,
+                                                                   width=110)
