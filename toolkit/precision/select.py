@@ -50,7 +50,7 @@ def select(rows: list[dict[str, Any]], budget: float, rank_by: str = "decode") -
         win = within[0]
         s = speed(win, rank_by)
         msg = (f"{win['label']}: fastest within the {budget:.2%} perplexity budget "
-               f"({s['median']:.1f} {metric}, perplexity {win["ppl_delta"]:+.3%})")
+               f"({s['median']:.1f} {metric}, perplexity {win['ppl_delta']:+.3%})")
         rest = [r for r in within[1:]]
         if rest and speed(rest[0], rank_by)["max"] >= s["min"]:
             msg += f"; {rest[0]['label']} is within the measured spread (runs overlap)"
