@@ -83,12 +83,14 @@ def _recipe(args: argparse.Namespace):
 def _paths(args: argparse.Namespace, model: Path) -> tuple[Path, Path, Path]:
     from toolkit.paths import ARTIFACTS, SERVE_DIR
 
-    output = Path(args.output) if args.output else SERVE_DIR / "profiles" / f"{model.name}.yaml"
+    # artifacts/reference/model → "reference": a directory called "model" says nothing
+    name = model.parent.name if model.name == "model" and model.parent.name else model.name
+    output = Path(args.output) if args.output else SERVE_DIR / "profiles" / f"{name}.yaml"
     if output.suffix not in (".yaml", ".yml"):
         raise ToolkitError(f"--output: {output} must be a .yaml file (the serving profile)")
     if output.is_dir():
         raise ToolkitError(f"--output: {output} is a directory")
-    work = Path(args.work_dir) if args.work_dir else ARTIFACTS / "precision" / model.name
+    work = Path(args.work_dir) if args.work_dir else ARTIFACTS / "precision" / name
     return output, output.with_suffix(".json"), work
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from toolkit.paths import REPO_ROOT
-from toolkit.precision.select import speed
+from toolkit.precision.select import pct, speed
 
 
 def _portable(path: str | Path) -> str:
@@ -137,7 +137,7 @@ def dump_profile(profile: dict[str, Any], result: dict[str, Any]) -> str:
         if s:
             parts.append(f"{s['median']:.1f} [{s['min']:.1f}-{s['max']:.1f}] tok/s")
         if "ppl_delta" in c:
-            parts.append(f"ppl {c['perplexity']} ({c['ppl_delta']:+.2%})")
+            parts.append(f"ppl {c['perplexity']} ({pct(c['ppl_delta'], True)})")
         if c.get("reason") or c.get("error"):
             parts.append(c.get("error") or c["reason"])
         lines.append("  " + "  ".join(parts))

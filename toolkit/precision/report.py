@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.precision.select import speed
+from toolkit.precision.select import pct, speed
 
 
 def _spread(s: dict[str, float] | None, fmt: str = "{:.1f}") -> str:
@@ -15,13 +15,14 @@ def _spread(s: dict[str, float] | None, fmt: str = "{:.1f}") -> str:
 
 def candidates_table(result: dict[str, Any]):
     """One row per candidate: status, decode per batch, prefill, perplexity and its change, verdict."""
+    from rich.markup import escape
     from rich.table import Table
 
     rows, sel = result["candidates"], result["selection"]
     batches = sorted({int(b) for r in rows for b in ((r.get("throughput") or {}).get("decode") or {})})
     repeats = next((r["throughput"]["repeats"] for r in rows if r.get("throughput")), "?")
-    t = Table(title=f"precision on {result['hardware_summary']} — median [min–max] of {repeats} runs; "
-                    f"budget |Δppl| ≤ {sel['budget']:.2%}" if sel else "precision")
+    t = Table(title=escape(f"precision on {result['hardware_summary']} — median [min–max] of {repeats} runs; "
+                           f"budget |Δppl| ≤ {pct(sel['budget'])}"))
     t.add_column("format")
     t.add_column("status")
     for b in batches:
@@ -37,7 +38,7 @@ def candidates_table(result: dict[str, Any]):
         if sel and r["name"] == sel["winner"]:
             note = "[bold green]chosen[/]" if sel["within_budget"] else "[bold yellow]chosen (most accurate)[/]"
         elif r.get("error"):
-            note = f"[red]failed: {r['error'][:80]}[/]"
+            note = f"[red]failed: {escape(r['error'][:80])}[/]"
         elif r["status"] == "skipped":
             note = r["reason"]
         elif delta is not None and sel and abs(delta) > sel["budget"]:
@@ -47,20 +48,21 @@ def candidates_table(result: dict[str, Any]):
         t.add_row(r["label"], r["status"], *[_spread(decode.get(str(b))) for b in batches],
                   _spread(tp.get("prefill")),
                   f"{r['perplexity']:.3f}" if r.get("perplexity") is not None else "-",
-                  f"{delta:+.2%}" if delta is not None else "-", note)
+                  pct(delta, True) if delta is not None else "-", note)
     return t
 
 
 def microbench_table(micro: dict[str, dict[str, Any]], device: str):
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"raw kernels on {device} (torch) — median [min–max]")
+    t = Table(title=escape(f"raw kernels on {device} (torch) — median [min–max]"))
     for col, just in (("format", "left"), ("kernel", "left"), ("matmul GFLOP/s", "right"),
                       ("attention ms", "right"), ("shape m×k×n", "left")):
         t.add_column(col, justify=just)
     for name, m in micro.items():
         if "error" in m:
-            t.add_row(name, "-", "-", "-", f"[red]{m['error']}[/]")
+            t.add_row(name, "-", "-", "-", f"[red]{escape(m['error'])}[/]")
             continue
         t.add_row(name, m["kernel"], _spread(m["matmul_gflops"], "{:.2f}"), _spread(m["attention_ms"], "{:.2f}"),
                   "×".join(str(x) for x in m["shape"]["matmul"]))

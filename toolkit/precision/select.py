@@ -19,6 +19,11 @@ from typing import Any
 from toolkit.errors import ToolkitError
 
 
+def pct(x: float, signed: bool = False) -> str:
+    """Percentages at the resolution perplexity changes need (a 0.004% change is not "0.00%")."""
+    return f"{x * 100:+.3f}%" if signed else f"{x * 100:g}%"
+
+
 def add_quality(rows: list[dict[str, Any]], reference_ppl: float) -> None:
     """Fill ``ppl_delta`` (relative change vs the reference) on every row that has a perplexity."""
     for r in rows:
@@ -49,16 +54,16 @@ def select(rows: list[dict[str, Any]], budget: float, rank_by: str = "decode") -
     if within:
         win = within[0]
         s = speed(win, rank_by)
-        msg = (f"{win['label']}: fastest within the {budget:.2%} perplexity budget "
-               f"({s['median']:.1f} {metric}, perplexity {win['ppl_delta']:+.3%})")
+        msg = (f"{win['label']}: fastest within the {pct(budget)} perplexity budget "
+               f"({s['median']:.1f} {metric}, perplexity {pct(win['ppl_delta'], True)})")
         rest = [r for r in within[1:]]
         if rest and speed(rest[0], rank_by)["max"] >= s["min"]:
             msg += f"; {rest[0]['label']} is within the measured spread (runs overlap)"
         ok = True
     else:
         win = min(usable, key=lambda r: (abs(r["ppl_delta"]), -speed(r, rank_by)["median"]))
-        closest = ", ".join(f"{r['label']} {r['ppl_delta']:+.2%}" for r in sorted(usable, key=lambda r: abs(r["ppl_delta"])))
-        msg = (f"no candidate stays within the {budget:.2%} perplexity budget ({closest}); "
+        closest = ", ".join(f"{r['label']} {pct(r['ppl_delta'], True)}" for r in sorted(usable, key=lambda r: abs(r["ppl_delta"])))
+        msg = (f"no candidate stays within the {pct(budget)} perplexity budget ({closest}); "
                f"choosing the most accurate: {win['label']}")
         ok = False
     return {"winner": win["name"], "within_budget": ok, "message": msg, "rank_by": rank_by, "budget": budget,
