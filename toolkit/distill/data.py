@@ -67,10 +67,34 @@ def reference_qa(split: str = "train", qa_path: Path = REFERENCE_QA, docs_path: 
     return rows
 
 
-def load_prompts(path: str | Path | None, context_chars: int = 1200, limit: int | None = None) -> list[Messages]:
-    """Chat conversations to send to the teacher: a prompts file, or the reference QA train split."""
+def fit_qa_messages(tokenizer, question: str, context: str, max_prompt_tokens: int, context_chars: int = 1200) -> Messages:
+    """:func:`qa_messages` with the context shortened (in tokens) until the rendered prompt fits the budget."""
+    messages = qa_messages(question, context, context_chars)
+    excess = len(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]) - max_prompt_tokens
+    if excess <= 0:
+        return messages
+    ctx_ids = tokenizer(context[:context_chars], add_special_tokens=False)["input_ids"]
+    keep = max(0, len(ctx_ids) - excess - 4)  # a few tokens of slack: re-tokenising a cut text can merge differently
+    return qa_messages(question, tokenizer.decode(ctx_ids[:keep]), context_chars)
+
+
+def prompt_tokens(tokenizer, messages: Messages) -> int:
+    return len(tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
+def load_prompts(path: str | Path | None, context_chars: int = 1200, limit: int | None = None, tokenizer=None,
+                 max_prompt_tokens: int | None = None) -> list[Messages]:
+    """Chat conversations to send to the teacher: a prompts file, or the reference QA train split.
+
+    With ``tokenizer`` and ``max_prompt_tokens``, reference QA contexts are shortened to fit, and prompts from
+    a file that do not fit are dropped (with a note), so the engine never rejects the batch.
+    """
+    fit = tokenizer is not None and max_prompt_tokens is not None
     if path is None:
-        convs = [qa_messages(r["question"], r["context"], context_chars) for r in reference_qa("train")]
+        rows = reference_qa("train")[:limit] if limit else reference_qa("train")
+        if fit:
+            return [fit_qa_messages(tokenizer, r["question"], r["context"], max_prompt_tokens, context_chars) for r in rows]
+        convs = [qa_messages(r["question"], r["context"], context_chars) for r in rows]
     else:
         convs = []
         for n, row in enumerate(read_jsonl(path), 1):
@@ -85,6 +109,14 @@ def load_prompts(path: str | Path | None, context_chars: int = 1200, limit: int 
                                    f"({{'role', 'content'}})")
         if not convs:
             raise ToolkitError(f"{path}: no prompts")
+        if fit:
+            kept = [c for c in convs if prompt_tokens(tokenizer, c) <= max_prompt_tokens]
+            if len(kept) < len(convs):
+                print(f"{path}: {len(convs) - len(kept)} prompts longer than {max_prompt_tokens} tokens skipped")
+            if not kept:
+                raise ToolkitError(f"{path}: every prompt is longer than {max_prompt_tokens} tokens "
+                                   f"(the teacher's context minus blackbox.max_new_tokens)")
+            convs = kept
     return convs[:limit] if limit else convs
 
 

@@ -93,7 +93,14 @@ def _load_models(recipe: DistillRecipe, teacher: str, student_path: str | None, 
     return tok, teacher_model, student_tok, student, layers
 
 
-def _train_examples(recipe: DistillRecipe, teacher: str, student_tok, args, record: RunRecord) -> list[dict]:
+def teacher_context(model_dir: str) -> int:
+    """The teacher's context length (``max_position_embeddings``), which vLLM uses as ``max_model_len``."""
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", 2048))
+
+
+def _train_examples(recipe: DistillRecipe, teacher: str, teacher_tok, student_tok, args, record: RunRecord) -> list[dict]:
     from toolkit.distill.data import chat_examples, load_prompts, qa_messages, reference_qa, text_examples
     from toolkit.modeling import read_texts
 
@@ -101,7 +108,10 @@ def _train_examples(recipe: DistillRecipe, teacher: str, student_tok, args, reco
     if recipe.method == "blackbox-sft":
         from toolkit.distill.blackbox import teacher_answers
 
-        convs = load_prompts(recipe.blackbox.prompts, d.context_chars, recipe.blackbox.max_prompts)
+        bb = recipe.blackbox
+        context = bb.max_model_len or teacher_context(teacher)
+        convs = load_prompts(bb.prompts, d.context_chars, bb.max_prompts, tokenizer=teacher_tok,
+                             max_prompt_tokens=context - bb.max_new_tokens)
         with args.main_process_first(desc="teacher answers"):
             answers, cache = teacher_answers(teacher, convs, recipe.blackbox)
         record.results["teacher_answers"] = {"cache": str(cache), "prompts": len(convs),
@@ -176,7 +186,7 @@ def distill(recipe: DistillRecipe, teacher: str, output: str | Path | None = Non
     main = args.process_index == 0
 
     # 2. Data (teacher answers generated once, by the main process first).
-    examples = _train_examples(recipe, teacher, student_tok, args, record)
+    examples = _train_examples(recipe, teacher, tok, student_tok, args, record)
     teacher_ppl = student_init_ppl = None
     if main:
         teacher_ppl = perplexity(teacher_model, valid, progress="teacher perplexity")

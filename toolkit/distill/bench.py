@@ -1,0 +1,168 @@
+"""Distillation benchmark: ``python -m toolkit.distill.bench [--teacher DIR] [--steps N]`` (``make bench-distill``).
+
+One run, side by side on the same machine, all students initialised identically (every other teacher layer,
+weights copied) and trained for the same number of steps:
+
+- teacher (the reference model),
+- white-box KD student (``recipes/distill/whitebox-kd.yaml``),
+- black-box student (``recipes/distill/blackbox-sft.yaml``: fine-tuned on vLLM-generated teacher answers),
+- CE-only student (the white-box recipe and data with α = 0, β = 0: plain fine-tuning, the baseline).
+
+Measured: validation perplexity (same token windows for all), QA token-F1 on test-split questions with the
+gold document as context (greedy transformers ``generate``, same prompts for all; F1 is
+:func:`toolkit.evaluation.metrics.token_f1`, SQuAD-style), and vLLM decode tokens/s (offline
+``throughput`` job, batch 1 and 8) of the teacher and the half-depth student (the three students share one
+architecture, so one measurement stands for all). Targets: KD student perplexity below the CE-only
+student's; half-depth student ≥ 1.8× the teacher's decode tokens/s with perplexity within 10 % of the
+teacher's. The report is printed and saved to ``artifacts/reports/distill-bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import ToolkitError
+from toolkit.paths import ARTIFACTS, RECIPES_DIR, REFERENCE_MODEL, REPORTS_DIR
+
+
+def qa_f1(model_dir: Path, questions: list[dict[str, Any]], context_chars: int, max_new_tokens: int = 48,
+          batch_size: int = 16) -> float:
+    """Mean token-F1 of greedy answers to ``questions`` (gold context in the prompt)."""
+    import torch
+
+    from toolkit.distill.data import fit_qa_messages, render_prompt
+    from toolkit.distill.run import teacher_context
+    from toolkit.evaluation.metrics import token_f1
+    from toolkit.modeling import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    tok.padding_side = "left"
+    model = load_causal_lm(model_dir, dtype=torch.float32)
+    budget = teacher_context(str(model_dir)) - max_new_tokens
+    scores = []
+    for i in range(0, len(questions), batch_size):
+        rows = questions[i:i + batch_size]
+        prompts = [render_prompt(tok, fit_qa_messages(tok, r["question"], r["context"], budget, context_chars))
+                   for r in rows]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        for r, ids in zip(rows, out[:, enc["input_ids"].shape[1]:]):
+            scores.append(token_f1(tok.decode(ids, skip_special_tokens=True), r["answer"]))
+    return sum(scores) / len(scores)
+
+
+def decode_tps(model_dir: Path) -> dict[str, float]:
+    from toolkit.engine.client import engine_args, run_offline
+
+    r = run_offline("throughput", engine_args(model_dir), batch_sizes=[1, 8], new_tokens=64, prompt_tokens=32,
+                    repeats=3, prefill_tokens=0)
+    return {f"batch{b}": round(s["median"], 1) for b, s in r["decode"].items()}
+
+
+def _train(name: str, recipe_file: Path, overrides: dict[str, Any], teacher: Path, work: Path) -> dict[str, Any]:
+    from toolkit.distill.recipe import load_distill_recipe
+    from toolkit.distill.run import distill
+
+    print(f"\n== training {name} ({recipe_file.name}, {overrides}) ==", flush=True)
+    recipe = load_distill_recipe(recipe_file, overrides)
+    return distill(recipe, str(teacher), work / name, recipe_path=str(recipe_file))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m toolkit.distill.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default=str(REFERENCE_MODEL))
+    p.add_argument("--steps", type=int, default=100, help="training steps of every student")
+    p.add_argument("--prompts", type=int, default=256, help="teacher answers for the black-box student")
+    p.add_argument("--questions", type=int, default=48, help="test-split QA questions for F1")
+    p.add_argument("--output", default=str(REPORTS_DIR / "distill-bench.json"))
+    args = p.parse_args(argv)
+    try:
+        return _bench(args)
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from toolkit.distill.data import reference_qa
+    from toolkit.hardware import hardware_fingerprint, hardware_report
+    from toolkit.modeling import resolve_model
+
+    teacher = Path(resolve_model(args.teacher))
+    work = ARTIFACTS / "distill" / "bench"
+    t0 = time.perf_counter()
+    wb, bb = RECIPES_DIR / "distill" / "whitebox-kd.yaml", RECIPES_DIR / "distill" / "blackbox-sft.yaml"
+    steps = {"training.max_steps": args.steps}
+    runs = {
+        "whitebox-kd": _train("whitebox-kd", wb, steps, teacher, work),
+        "ce-only": _train("ce-only", wb, {**steps, "loss.alpha": 0.0, "loss.beta": 0.0}, teacher, work),
+        "blackbox-sft": _train("blackbox-sft", bb, {**steps, "blackbox.max_prompts": args.prompts}, teacher, work),
+    }
+    context_chars = runs["whitebox-kd"]["recipe"]["data"]["context_chars"]
+    questions = reference_qa("test")[:args.questions]
+    print(f"\n== QA F1 on {len(questions)} test questions (gold context) ==", flush=True)
+    dirs = {"teacher": teacher, **{k: work / k for k in runs}}
+    f1 = {k: round(qa_f1(d, questions, context_chars), 4) for k, d in dirs.items()}
+    print("\n== vLLM decode tokens/s (teacher, half-depth student) ==", flush=True)
+    tps = {"teacher": decode_tps(teacher), "student": decode_tps(work / "whitebox-kd")}
+
+    ppl = {"teacher": runs["whitebox-kd"]["results"]["validation_perplexity"]["teacher"],
+           "student_init": runs["whitebox-kd"]["results"]["validation_perplexity"]["student_init"],
+           **{k: r["results"]["validation_perplexity"]["student"] for k, r in runs.items()}}
+    speedup = {b: round(tps["student"][b] / tps["teacher"][b], 2) for b in tps["teacher"]}
+    r0 = runs["whitebox-kd"]["results"]
+    report = {
+        "created_unix": round(time.time()),
+        "hardware": hardware_fingerprint(hardware_report()),
+        "teacher": str(teacher),
+        "steps": args.steps,
+        "teacher_params": r0["teacher_params"], "student_params": r0["student_params"],
+        "student_layers_from_teacher": r0["student_layers_from_teacher"],
+        "validation_perplexity": ppl,
+        "qa_f1": f1,
+        "decode_tokens_per_s": tps,
+        "decode_speedup_student_vs_teacher": speedup,
+        "train_runtime_s": {k: r["results"]["train_runtime_s"] for k, r in runs.items()},
+        "final_losses": {k: r["results"]["final_losses"] for k, r in runs.items()},
+        "targets": {
+            "kd_beats_ce_only_ppl": ppl["whitebox-kd"] < ppl["ce-only"],
+            "best_student_ppl_within_10pct_of_teacher": min(ppl[k] for k in runs) <= 1.1 * ppl["teacher"],
+            "decode_speedup_ge_1_8x_batch1": speedup.get("batch1", 0) >= 1.8,
+            "decode_speedup_ge_1_8x_batch8": speedup.get("batch8", 0) >= 1.8,
+        },
+        "bench_wall_s": round(time.perf_counter() - t0, 1),
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    _print(report)
+    print(f"\nreport: {out}")
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"\nDistillation benchmark — {r['hardware']} — {r['steps']} steps per student, "
+          f"teacher {r['teacher_params'] / 1e6:.2f}M params, student {r['student_params'] / 1e6:.2f}M "
+          f"(layers {r['student_layers_from_teacher']})")
+    print(f"{'model':<14}{'val ppl':>10}{'vs teacher':>12}{'QA F1':>8}{'tok/s b1':>10}{'tok/s b8':>10}")
+    tps = r["decode_tokens_per_s"]
+    for k in ("teacher", "whitebox-kd", "blackbox-sft", "ce-only"):
+        ppl = r["validation_perplexity"][k]
+        rel = ppl / r["validation_perplexity"]["teacher"] - 1
+        t = tps["teacher"] if k == "teacher" else tps["student"]
+        print(f"{k:<14}{ppl:>10.2f}{rel:>+11.1%}{r['qa_f1'][k]:>8.3f}{t['batch1']:>10.1f}{t['batch8']:>10.1f}")
+    print(f"student at init (layer copy, no training): ppl {r['validation_perplexity']['student_init']:.2f}")
+    print(f"decode speedup student/teacher: {r['decode_speedup_student_vs_teacher']}")
+    for name, ok in r["targets"].items():
+        print(f"  {'PASS' if ok else 'MISS'}  {name}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
