@@ -8,14 +8,14 @@ from toolkit.evaluation.suite import LoadSection, PoissonSection
 
 def _rag_events():
     return [
-        (10.010, {"type": "sources", "sources": [{"id": "d1"}, {"id": "d2"}]}),
+        (10.010, {"type": "sources", "sources": [{"id": "d1"}, {"id": "d2"}], "cached": False}),
         (10.100, {"type": "token", "text": "Hello"}),
         (10.150, {"type": "token", "text": ""}),  # empty chunks are not tokens
         (10.160, {"type": "token", "text": " world"}),
         (10.300, {"type": "token", "text": "!"}),
         (10.310, {"type": "done", "timings": {"embed": 5.0, "search": 1.0, "prompt": 0.5, "llm_ttft": 80.0,
                                               "llm_total": 290.0, "total": 300.0, "other": 9}, "usage":
-                  {"prompt_tokens": 40, "completion_tokens": 4}, "cached": False}),
+                  {"prompt_tokens": 40, "completion_tokens": 4}}),
     ]
 
 
@@ -26,7 +26,7 @@ def test_rag_record_from_events():
     assert rec["itl_ms"] == pytest.approx([60, 140])
     # vLLM TPOT with the server's token count (4): (320 - 100) / 3
     assert rec["tpot_ms"] == pytest.approx(220 / 3)
-    assert rec["answer"] == "Hello world!" and rec["source_ids"] == ["d1", "d2"]
+    assert rec["answer"] == "Hello world!" and rec["source_ids"] == ["d1", "d2"] and rec["cached"] is False
     assert rec["stages"] == {"embed": 5.0, "search": 1.0, "prompt": 0.5, "llm_ttft": 80.0, "llm_total": 290.0,
                              "total": 300.0}
 
@@ -41,9 +41,12 @@ def test_engine_record_from_openai_chunks():
     assert rec["tpot_ms"] == pytest.approx(300) and rec["output_tokens"] == 2
 
 
-def test_stream_without_tokens_is_an_error():
+def test_stream_without_tokens_or_with_an_error_event_is_an_error():
     with pytest.raises(ValueError):
         record_from_events("rag", 0.0, [(0.1, {"type": "done"})], 0.2)
+    with pytest.raises(RuntimeError, match="engine failed"):
+        record_from_events("rag", 0.0, [(0.1, {"type": "token", "text": "a"}),
+                                        (0.2, {"type": "error", "message": "LLM engine failed mid-answer"})], 0.3)
 
 
 def test_summary_counts_errors_and_throughput():

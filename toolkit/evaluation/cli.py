@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from toolkit.errors import ToolkitError
 from toolkit.paths import REPO_ROOT, REPORTS_DIR
 
 DEFAULT_SUITE = REPO_ROOT / "eval" / "suites" / "default.yaml"
@@ -49,6 +50,25 @@ def _served_model_name(engine_url: str) -> str | None:
         return None
 
 
+def eval_profile(profile: str | None, suite, out_dir: Path) -> Path:
+    """The serving profile the eval runs with: the user's (or the device default) with the suite's engine
+    settings applied: prefix caching as the suite says, the hot-query cache off unless asked for (repeated
+    questions would otherwise skip embedding and search), extra vLLM flags added."""
+    import yaml
+
+    from toolkit.config import dump_recipe
+    from toolkit.serving.profiles import load_profile
+
+    prof = load_profile(profile)
+    prof.engine.enable_prefix_caching = suite.engine.prefix_caching
+    if not suite.engine.query_cache:
+        prof.endpoint.cache_size = 0
+    prof.engine.extra_args = {**prof.engine.extra_args, **suite.engine.extra_args}
+    path = out_dir / "eval-profile.yaml"
+    path.write_text(yaml.safe_dump(dump_recipe(prof), sort_keys=False))
+    return path
+
+
 @contextlib.contextmanager
 def _stack(args: argparse.Namespace, suite, model: str, stack=None):
     """Yield (url, engine_url, served name, startup_s, engine pid) for a started, given or external stack."""
@@ -59,12 +79,43 @@ def _stack(args: argparse.Namespace, suite, model: str, stack=None):
         engine_url = args.engine_url.rstrip("/") if args.engine_url else None
         yield (args.url.rstrip("/"), engine_url, _served_model_name(engine_url) if engine_url else None, None, None)
         return
+    import tempfile
+
+    from toolkit.paths import INDEXES_DIR
     from toolkit.serving.stack import running_stack
 
-    flag = "--enable-prefix-caching" if suite.engine.prefix_caching else "--no-enable-prefix-caching"
-    with running_stack(model, args.index, profile=args.profile,
-                       extra_engine_args=[flag, *suite.engine.extra_args]) as s:
-        yield s.url, s.engine_url, s.served_model_name, s.engine_startup_s, s.engine_pid
+    index = Path(args.index) if args.index else INDEXES_DIR / "flat"
+    if not index.is_dir():
+        raise ToolkitError(f"{index}: index not found (build one with `make index` or pass --index)")
+    with tempfile.TemporaryDirectory(prefix="toolkit-eval-") as tmp:
+        profile = eval_profile(args.profile, suite, Path(tmp))
+        with running_stack(model, index, profile=profile, progress=True) as s:
+            yield s.url, s.engine_url, s.served_model_name, s.engine_startup_s, s.engine_pid
+
+
+def engine_requests(model: str, profile: str | None, rows: list[dict[str, str]], qrecords: list[dict[str, Any]],
+                    max_tokens: int) -> list[Any]:
+    """Load-generator requests carrying, for the engine-alone points, the exact chat prompt the endpoint
+    builds (its PromptBuilder, on the passages it retrieved for that question in the quality pass)."""
+    from toolkit.evaluation.loadgen import Request
+    from toolkit.retrieval.chunking import Chunk
+    from toolkit.retrieval.index import Hit
+    from toolkit.serving.profiles import load_profile
+    from toolkit.serving.rag import PromptBuilder, PromptTooLong
+
+    builder = PromptBuilder(load_profile(profile).endpoint.system_prompt, model if Path(model).is_dir() else None)
+    by_id = {r["qid"]: r for r in qrecords}
+    reqs = []
+    for row in rows:
+        used = by_id.get(row["id"], {}).get("used_sources") or []
+        hits = [Hit(float(s.get("score", 0.0)), Chunk(str(s.get("id")), str(s.get("chunk_id")), str(s.get("title", "")),
+                                                      str(s.get("text", "")))) for s in used]
+        try:
+            messages, _ = builder.build(row["question"], hits, max_tokens)
+        except PromptTooLong:
+            messages = None
+        reqs.append(Request(row["id"], row["question"], messages))
+    return reqs
 
 
 def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, Any]]]:
@@ -110,9 +161,9 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
             qmetrics, qrecords = rag_quality(url, rows, suite.retrieval.ks, gen.top_k, gen.max_tokens,
                                              gen.temperature, suite.load.timeout_s)
             quality.update(qmetrics)
-            records += [{"phase": "quality", **r} for r in qrecords]
-            contexts = {r["qid"]: r.get("context", "") for r in qrecords}
-            reqs = [loadgen.Request(r["id"], r["question"], contexts.get(r["id"], "")) for r in rows]
+            records += [{"phase": "quality", **{k: v for k, v in r.items() if k != "used_sources"},
+                         "used_source_ids": [x.get("chunk_id") for x in r.get("used_sources", [])]} for r in qrecords]
+            reqs = engine_requests(model, args.profile, rows, qrecords, gen.max_tokens)
             targets = [loadgen.Target("rag", url, gen.max_tokens, gen.temperature, gen.top_k)]
             if suite.load.engine_alone:
                 if engine_url and served:

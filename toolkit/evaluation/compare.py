@@ -151,7 +151,7 @@ METRICS: list[tuple[str, str, str]] = [  # (key, label, "lower"/"higher" is bett
     ("quality.qa_f1", "QA token F1", "higher"),
     ("quality.context_overlap", "answer tokens in context", "higher"),
     ("quality.mrr", "retrieval MRR", "higher"),
-    ("resources.size_on_disk_bytes", "size on disk (bytes)", "lower"),
+    ("resources.size_on_disk_bytes", "size on disk (MiB)", "lower"),
     ("resources.engine_startup_s", "engine start-up (s)", "lower"),
     ("resources.engine_peak_rss_mb", "engine peak RSS (MiB)", "lower"),
     ("resources.gpu_memory_mb", "GPU memory (MiB)", "lower"),
@@ -177,7 +177,8 @@ def _metric_rows(c: Comparison) -> list[dict[str, Any]]:
             keys.append((f"engine.{point}.{m}", f"engine alone {point}: {label}", better))
     rows = []
     for key, label, better in keys:
-        values = {e.label: _get(e, key) for e in c.entries}
+        scale = 2**-20 if key == "resources.size_on_disk_bytes" else 1.0
+        values = {e.label: (None if (v := _get(e, key)) is None else v * scale) for e in c.entries}
         if all(v is None for v in values.values()):
             continue
         base = values[c.baseline.label]

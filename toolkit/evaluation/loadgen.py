@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ class Target:
 class Request:
     qid: str
     question: str
-    context: str = ""  # retrieved passages; used by the engine target to send the same-sized prompt
+    messages: list[dict[str, str]] | None = None  # engine target: the chat prompt the endpoint would send
 
 
 @dataclass
@@ -62,9 +63,14 @@ class LoadPlan:
 
 
 def engine_messages(req: Request) -> list[dict[str, str]]:
-    """Chat prompt for the bare engine: the question plus the same retrieved passages the endpoint used."""
-    content = f"Context:\n{req.context}\n\nQuestion: {req.question}\nAnswer:" if req.context else req.question
-    return [{"role": "user", "content": content}]
+    """Chat prompt for the bare engine: the endpoint's own prompt when known, else the bare question."""
+    return req.messages or [{"role": "user", "content": req.question}]
+
+
+def auth_headers() -> dict[str, str]:
+    """Bearer token when the endpoint requires one (serving profiles read it from TOOLKIT_API_KEY)."""
+    key = os.environ.get("TOOLKIT_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def request_body(target: Target, req: Request) -> tuple[str, dict[str, Any]]:
@@ -95,11 +101,15 @@ def record_from_events(kind: str, t0: float, events: Sequence[tuple[float, Any]]
                 texts.append(ev["text"])
             elif typ == "sources":
                 sources = ev.get("sources") or []
+                cached = ev.get("cached")
             elif typ == "done":
                 usage = ev.get("usage") or {}
                 stages = {k: float(v) for k, v in (ev.get("timings") or {}).items() if k in STAGES and v is not None}
-                cached = ev.get("cached")
+            elif typ == "error":
+                raise RuntimeError(f"endpoint error mid-stream: {ev.get('message')}")
         else:
+            if ev.get("error"):
+                raise RuntimeError(f"engine error mid-stream: {(ev['error'] or {}).get('message')}")
             for choice in ev.get("choices") or []:
                 text = (choice.get("delta") or {}).get("content")
                 if text:
@@ -184,7 +194,7 @@ async def run_point(target: Target, reqs: Sequence[Request], plan: LoadPlan, tim
     import httpx
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) as client:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits, headers=auth_headers()) as client:
         if plan.warmup:  # the last questions, so a response cache cannot serve the measured ones
             await _closed_loop(client, target, cycle(reqs, plan.warmup, offset=-plan.warmup),
                                plan.concurrency or 1)
@@ -208,6 +218,7 @@ def summarize_point(plan: LoadPlan, kind: str, records: Sequence[dict[str, Any]]
     return {
         "name": plan.name, "target": kind, "mode": plan.mode, "concurrency": plan.concurrency,
         "rate_rps": plan.rate_rps, "requests": len(records), "errors": len(records) - len(ok),
+        "cached": sum(1 for r in ok if r.get("cached")),
         "error_examples": sorted({r["error"] for r in records if not r.get("ok")})[:3],
         "duration_s": duration_s,
         "throughput": {"req_s": len(ok) / duration_s if duration_s > 0 else None,

@@ -93,7 +93,9 @@ async def _ask_all(url: str, rows: list[dict[str, str]], top_k: int, max_tokens:
             except Exception as exc:  # noqa: BLE001
                 return {"error": f"{type(exc).__name__}: {exc}"[:300]}
 
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s)) as client:
+    from toolkit.evaluation.loadgen import auth_headers
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=auth_headers()) as client:
         return list(await asyncio.gather(*(ask(client, row) for row in rows)))
 
 
@@ -110,11 +112,13 @@ def rag_quality(url: str, rows: list[dict[str, str]], ks: list[int], top_k: int,
                                "error": ans.get("error") or ret.get("error")}
         if rec["error"] is None:
             answer = ans.get("answer", "")
-            context = "\n".join(s.get("text", "") for s in ans.get("sources", []))
+            # only the chunks that went into the prompt (the endpoint trims to fit the context window)
+            used = ans.get("sources", [])[:ans.get("context_chunks", len(ans.get("sources", [])))]
+            context = "\n".join(s.get("text", "") for s in used)
             ids = [str(s.get("id")) for s in ret.get("sources", [])]
             rec.update({"answer": answer, "source_ids": ids, "em": exact_match(answer, row["answer"]),
                         "f1": token_f1(answer, row["answer"]), "context_overlap": context_overlap(answer, context),
-                        "context": context})
+                        "used_sources": used})
             ranked.append((ids, row["doc_id"]))
         records.append(rec)
     ok = [r for r in records if r["error"] is None]

@@ -19,8 +19,8 @@ def fmt(v: Any) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        if abs(v) >= 1e6:
-            return f"{v / 2**20:,.1f} Mi"
+        if v.is_integer():
+            return f"{int(v):,}"
         return f"{v:,.4f}" if abs(v) < 10 else f"{v:,.1f}"
     return str(v)
 

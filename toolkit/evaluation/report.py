@@ -47,6 +47,7 @@ class LoadPoint(_Model):
     rate_rps: float | None = None
     requests: int
     errors: int
+    cached: int = 0  # answers the endpoint served from its response cache (not engine work)
     error_examples: list[str] = []
     duration_s: float
     throughput: Throughput

