@@ -84,3 +84,62 @@ def copy_model(tmp_path):
         return dst
 
     return _copy
+
+
+# --- retrieval/serving fixtures (issue 4): a small hand-written corpus and a FAISS index built from it ---
+SMALL_DOCS = [
+    ("paris", "Eiffel Tower", "The Eiffel Tower is a wrought-iron lattice tower in Paris, France, completed in 1889."),
+    ("python", "Python language", "Python is a programming language created by Guido van Rossum and first released "
+     "in 1991. It emphasises readable code and uses significant indentation."),
+    ("photosynthesis", "Photosynthesis", "Photosynthesis is the process by which green plants use sunlight, water "
+     "and carbon dioxide to produce glucose and oxygen in their chloroplasts."),
+    ("everest", "Mount Everest", "Mount Everest is the highest mountain above sea level, 8849 metres, on the border "
+     "of Nepal and China in the Himalayas."),
+    ("coffee", "Coffee", "Coffee is a drink brewed from roasted coffee beans, the seeds of berries of the Coffea "
+     "plant. It contains caffeine, a stimulant."),
+    ("moon", "Apollo 11", "Apollo 11 landed the first humans on the Moon in July 1969; Neil Armstrong and Buzz "
+     "Aldrin walked on the lunar surface."),
+    ("faiss", "FAISS", "FAISS is a library for efficient similarity search and clustering of dense vectors, with "
+     "flat, IVF, product quantization and HNSW indexes."),
+    ("volcano", "Volcanoes", "A volcano is a rupture in the crust of a planet through which lava, volcanic ash and "
+     "gases escape from a magma chamber below the surface."),
+    ("chess", "Chess", "Chess is a board game for two players on a checkered board of 64 squares; each player "
+     "starts with sixteen pieces including a king and a queen."),
+    ("heart", "Human heart", "The human heart pumps blood through the circulatory system; it has four chambers, "
+     "two atria and two ventricles."),
+    ("long", "Rivers of the world", " ".join(
+        f"River {i}: the {name} river flows through {place} and is about {100 * i} kilometres long."
+        for i, (name, place) in enumerate([("Nile", "Egypt"), ("Amazon", "Brazil"), ("Danube", "Austria"),
+                                           ("Mekong", "Vietnam"), ("Volga", "Russia"), ("Rhine", "Germany"),
+                                           ("Thames", "England"), ("Ganges", "India")], 1))),
+]
+
+
+@pytest.fixture(scope="session")
+def small_docs(tmp_path_factory) -> Path:
+    """A JSONL corpus of 11 short documents on distinct topics; one is long enough to be cut into chunks."""
+    import json
+
+    path = tmp_path_factory.mktemp("docs") / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "title": t, "text": x}) + "\n" for i, t, x in SMALL_DOCS))
+    return path
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The packaged all-MiniLM-L6-v2, loaded once per session (one torch thread: the machine is shared)."""
+    from toolkit.retrieval.config import default_embedding_model
+    from toolkit.retrieval.embedding import Embedder
+
+    return Embedder(default_embedding_model(), threads=1)
+
+
+@pytest.fixture(scope="session")
+def small_index(tmp_path_factory, small_docs, embedder) -> Path:
+    """A flat FAISS index of ``small_docs`` (chunks of 24 words, 6 overlapping)."""
+    from toolkit.retrieval.config import IndexConfig
+    from toolkit.retrieval.index import build_index
+
+    out = tmp_path_factory.mktemp("index") / "flat"
+    build_index(small_docs, out, IndexConfig(chunk_words=24, chunk_overlap=6), embedder=embedder, progress=False)
+    return out

@@ -3,7 +3,7 @@
 All index types use inner product on L2-normalised vectors (= cosine). Construction goes through
 ``faiss.index_factory`` strings (``Flat``, ``IVF{nlist},Flat``, ``IVF{nlist},PQ{m}x{bits}``, ``HNSW{M},Flat``).
 Parameters that cannot work on a small corpus are adapted and recorded as *effective* parameters: IVF needs
-~39 training points per list, PQ k-means needs ``2**bits`` points.
+~39 training points per list, PQ k-means ~39 per centroid (``2**bits`` centroids).
 
 GPU: with a faiss build that has GPU support (``faiss.StandardGpuResources`` present and
 ``faiss.get_num_gpus() > 0``), flat and IVF indexes are copied to GPU 0 with ``faiss.index_cpu_to_gpu``.
@@ -35,7 +35,8 @@ def effective_params(p: FaissParams, n: int, dim: int) -> dict[str, Any]:
         if dim % p.pq_m:
             raise ToolkitError(f"faiss.pq_m={p.pq_m} must divide the embedding dimension {dim}")
         eff["pq_m"] = p.pq_m
-        eff["pq_bits"] = max(1, min(p.pq_bits, int(math.log2(max(n, 2)))))
+        # k-means of each sub-quantizer wants ~39 points per centroid (2**bits centroids)
+        eff["pq_bits"] = max(1, min(p.pq_bits, int(math.log2(max(n // 39, 2)))))
     if p.index_type == "hnsw":
         eff.update(hnsw_m=p.hnsw_m, ef_construction=p.ef_construction, ef_search=p.ef_search)
     return eff

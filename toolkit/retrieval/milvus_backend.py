@@ -49,6 +49,17 @@ def _client(uri: str) -> Any:
         raise ToolkitError(f"milvus '{uri}': cannot connect ({type(exc).__name__}: {exc})"[:400]) from None
 
 
+def _release_lite(uri: str) -> None:
+    """milvus-lite keeps an in-process server (and a lock on the data directory) per path after
+    ``MilvusClient.close()`` (milvus_lite/server_manager.py, ServerManager keeps ``_servers`` until atexit);
+    an index built in a temporary directory and renamed into place could then not be opened again in the same
+    process ("another process holds the lock"). Release it explicitly."""
+    if is_lite(uri):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(uri)
+
+
 def write_milvus(uri: str, collection: str, vectors: np.ndarray, chunks: list[Chunk], eff: dict[str, Any],
                  batch: int = 512) -> None:
     from pymilvus import DataType, MilvusClient
@@ -76,6 +87,7 @@ def write_milvus(uri: str, collection: str, vectors: np.ndarray, chunks: list[Ch
         client.flush(collection)
     finally:
         client.close()
+        _release_lite(uri)
 
 
 class MilvusBackend:
@@ -110,6 +122,7 @@ class MilvusBackend:
 
     def close(self) -> None:
         self._client.close()
+        _release_lite(self.uri)
 
 
 def lite_uri(index_dir: Path) -> str:

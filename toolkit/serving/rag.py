@@ -28,9 +28,12 @@ class PromptTooLong(Exception):
 
 
 class PromptBuilder:
+    SEP_MARGIN = 8
+
     def __init__(self, system_prompt: str, model_dir: str | Path | None = None, context_len: int | None = None):
         self.system_prompt = system_prompt
         self.tokenizer, self.context_len = None, context_len
+        self._token_cache: dict[str, list[int]] = {}
         if model_dir and Path(model_dir, "tokenizer_config.json").is_file():
             from transformers import AutoTokenizer
 
@@ -50,31 +53,43 @@ class PromptBuilder:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _chunk_tokens(self, text: str) -> list[int]:
+        ids = self._token_cache.get(text)
+        if ids is None:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(self._token_cache) > 50_000:
+                self._token_cache.clear()
+            self._token_cache[text] = ids
+        return ids
+
     def build(self, question: str, hits: list[Hit], max_tokens: int,
               history: list[dict[str, str]] | None = None) -> tuple[list[dict[str, str]], int]:
-        """Messages that fit the context window, and how many retrieved chunks they carry."""
+        """Messages that fit the context window, and how many retrieved chunks they carry.
+
+        Cost control: the template + question are tokenized once per request, chunk token counts come from a
+        per-text cache (chunks repeat across queries), and each chunk is charged a margin of
+        ``SEP_MARGIN`` tokens for its ``[n]`` label and the boundary merges BPE may do differently in context.
+        """
         contexts = [h.chunk.text for h in hits]
-        msgs = self.messages(question, contexts, history)
         if self.tokenizer is None or not self.context_len:
-            return msgs, len(contexts)
+            return self.messages(question, contexts, history), len(contexts)
         budget = self.context_len - max_tokens
-        n = self._count(msgs)
-        while n > budget and contexts:
-            over = n - budget
-            last = self.tokenizer(contexts[-1], add_special_tokens=False)["input_ids"]
-            if over < len(last) - 8 or len(contexts) == 1:
-                cut = max(0, len(last) - over - 8)
-                contexts[-1] = self.tokenizer.decode(last[:cut]) if cut else ""
-                if not contexts[-1]:
-                    contexts.pop()
-            else:
-                contexts.pop()
-            msgs = self.messages(question, contexts, history)
-            n = self._count(msgs)
-        if n > budget:
-            raise PromptTooLong(f"query is {n} tokens with the prompt; the model allows {budget} "
+        used = self._count(self.messages(question, [], history)) + self.SEP_MARGIN
+        if used > budget:
+            raise PromptTooLong(f"query is {used} tokens with the prompt; the model allows {budget} "
                                 f"(context {self.context_len} minus max_tokens {max_tokens})")
-        return msgs, len(contexts)
+        kept: list[str] = []
+        for text in contexts:
+            ids = self._chunk_tokens(text)
+            room = budget - used - self.SEP_MARGIN
+            if len(ids) <= room:
+                kept.append(text)
+                used += len(ids) + self.SEP_MARGIN
+                continue
+            if room > 16:  # a useful part of the chunk still fits: cut it there
+                kept.append(self.tokenizer.decode(ids[:room]))
+            break
+        return self.messages(question, kept, history), len(kept)
 
 
 @dataclass
