@@ -125,7 +125,7 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
     settings, metrics = rag.settings, rag.metrics
     app = FastAPI(title="toolkit RAG endpoint", docs_url=None, redoc_url=None)
     app.state.rag = rag
-    guard = Guard(app, settings.max_concurrency, metrics, api_key)
+    app.state.guard = guard = Guard(app, settings.max_concurrency, metrics, api_key)
     app.add_middleware(Guard.factory, guard=guard)
 
     @app.exception_handler(RequestValidationError)

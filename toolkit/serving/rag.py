@@ -129,17 +129,17 @@ class RagService:
         if entry is not None and entry.top_k >= top_k:
             self.metrics.cache_hits.inc()
             return entry.hits[:top_k], timings, True
-        t = time.perf_counter()
-        if entry is not None:
+        if entry is not None:  # cached embedding, k grew: search again
             self.metrics.cache_hits.inc()
             vec = entry.embedding
         else:
             self.metrics.cache_misses.inc()
+            t = time.perf_counter()
             vec = self.index.embed(query)
-        t1 = time.perf_counter()
+            timings["embed"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
         hits = self.index.search_vector(vec, top_k)
-        t2 = time.perf_counter()
-        timings["embed"], timings["search"] = (t1 - t) * 1000, (t2 - t1) * 1000
+        timings["search"] = (time.perf_counter() - t) * 1000
         self.cache.put(self.index.version, query, CacheEntry(vec, hits, top_k))
         return hits, timings, entry is not None
 
