@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from toolkit.cli import main
 from toolkit.manifest import read_manifest, sha256_tree
 from toolkit.modeling import load_causal_lm, load_tokenizer, perplexity, read_texts, token_windows
@@ -90,3 +92,33 @@ def test_two_process_gloo_run(tiny_llama, distill_texts, write_recipe, whitebox_
     m = read_manifest(out)
     assert m["results"]["world_size"] == 2 and m["results"]["steps"] == 4
     assert (out / "model.safetensors").is_file()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_from_checkpoint(tiny_llama, distill_texts, whitebox_recipe, tmp_path):
+    """A run killed after its step-2 checkpoint leaves no output; ``resume=True`` continues at step 2."""
+    from transformers import TrainerCallback
+
+    from toolkit.distill.recipe import DistillRecipe
+    from toolkit.distill.run import checkpoint_dir, distill
+
+    class StopAt3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise _Interrupt
+
+    data = whitebox_recipe(*distill_texts, beta=0.0)
+    data["training"].update(max_steps=4, save_steps=2, batch_size=2)
+    recipe = DistillRecipe.model_validate(data)
+    out = tmp_path / "resumed"
+    with pytest.raises(_Interrupt):
+        distill(recipe, str(tiny_llama), out, callbacks=[StopAt3()])
+    assert not out.exists()
+    assert [p.name for p in checkpoint_dir(out).glob("checkpoint-*")] == ["checkpoint-2"]
+    m = distill(recipe, str(tiny_llama), out, resume=True)
+    steps_logged = [e["step"] for e in m["results"]["log_history"] if "loss" in e]
+    assert m["results"]["steps"] == 4 and steps_logged == [1, 2, 3, 4]
+    assert not checkpoint_dir(out).exists()

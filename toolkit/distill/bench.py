@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", default=str(REFERENCE_MODEL))
     p.add_argument("--steps", type=int, default=100, help="training steps of every student")
     p.add_argument("--prompts", type=int, default=256, help="teacher answers for the black-box student")
+    p.add_argument("--min-answer-tokens", type=int, default=0,
+                   help="forbid the teacher's EOS before this many tokens (for an undertrained teacher)")
     p.add_argument("--questions", type=int, default=48, help="test-split QA questions for F1")
     p.add_argument("--output", default=str(REPORTS_DIR / "distill-bench.json"))
     args = p.parse_args(argv)
@@ -103,7 +105,8 @@ def _bench(args: argparse.Namespace) -> int:
     runs = {
         "whitebox-kd": _train("whitebox-kd", wb, steps, teacher, work),
         "ce-only": _train("ce-only", wb, {**steps, "loss.alpha": 0.0, "loss.beta": 0.0}, teacher, work),
-        "blackbox-sft": _train("blackbox-sft", bb, {**steps, "blackbox.max_prompts": args.prompts}, teacher, work),
+        "blackbox-sft": _train("blackbox-sft", bb, {**steps, "blackbox.max_prompts": args.prompts,
+                                                     "blackbox.min_new_tokens": args.min_answer_tokens}, teacher, work),
     }
     context_chars = runs["whitebox-kd"]["recipe"]["data"]["context_chars"]
     questions = reference_qa("test")[:args.questions]

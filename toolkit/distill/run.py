@@ -142,8 +142,11 @@ def _validation_windows(recipe: DistillRecipe, tok, record: RunRecord) -> list[l
 
 
 def distill(recipe: DistillRecipe, teacher: str, output: str | Path | None = None, student_path: str | None = None,
-            resume: bool = False, recipe_path: str | None = None) -> dict[str, Any]:
-    """Run the recipe; return the manifest written into ``output`` (empty dict on non-main processes)."""
+            resume: bool = False, recipe_path: str | None = None, callbacks: list | None = None) -> dict[str, Any]:
+    """Run the recipe; return the manifest written into ``output`` (empty dict on non-main processes).
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (early stopping, custom logging).
+    """
     import torch
     from transformers import TrainingArguments
 
@@ -196,7 +199,7 @@ def distill(recipe: DistillRecipe, teacher: str, output: str | Path | None = Non
     # 3. Train.
     trainer = DistillTrainer(model=student, args=args, train_dataset=ListDataset(examples),
                              data_collator=PadCollator(student_tok.pad_token_id), teacher=teacher_model, kd=kd,
-                             layer_map=layer_map)
+                             layer_map=layer_map, callbacks=callbacks)
     has_ckpt = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
     if resume and not has_ckpt and main:
         print(f"--resume: no checkpoint in {ckpt}; starting from the beginning")
