@@ -204,10 +204,35 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else REPORTS_DIR / f"{Path(args.model).name}.json"
     report, records = evaluate(args)
     path = write_report(report, output, records)
-    q = report.quality
-    print(f"wrote {path} (+ {report.records_file})")
-    print(f"quality: ppl={q.val_ppl} EM={q.qa_exact_match} F1={q.qa_f1} MRR={q.mrr} recall@k={q.recall_at_k}")
-    for p in report.latency.points + report.latency.engine_alone:
-        print(f"{p.target:6s} {p.name:12s} e2e p50={p.e2e_ms.p50} ms  ttft p50={p.ttft_ms.p50} ms  "
-              f"tok/s={p.throughput.output_tok_s}  errors={p.errors}")
+    print_summary(report, path)
     return 0
+
+
+def print_summary(report, path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def f(v, nd=1):
+        return "–" if v is None else f"{v:.{nd}f}"
+
+    import sys
+
+    q = report.quality
+    console = Console(width=None if sys.stdout.isatty() else 130)
+    console.print(f"wrote {path} (+ {report.records_file})")
+    recall = " ".join(f"R@{k}={v:.2f}" for k, v in q.recall_at_k.items())
+    console.print(f"quality: val ppl {f(q.val_ppl, 2)}{' (' + q.val_ppl_error + ')' if q.val_ppl_error else ''}; "
+                  f"EM {f(q.qa_exact_match, 3)}  F1 {f(q.qa_f1, 3)}  context overlap {f(q.context_overlap, 3)}; "
+                  f"{recall}  MRR {f(q.mrr, 3)}  ({q.questions} questions, {q.errors} errors)")
+    table = Table(title="latency (ms) per load point")
+    for col in ("target", "point", "TTFT p50", "TPOT p50", "e2e p50", "e2e p90", "e2e p99", "req/s", "out tok/s",
+                "errors"):
+        table.add_column(col, justify="right")
+    for p in report.latency.points + report.latency.engine_alone:
+        table.add_row(p.target, p.name, f(p.ttft_ms.p50), f(p.tpot_ms.p50), f(p.e2e_ms.p50), f(p.e2e_ms.p90),
+                      f(p.e2e_ms.p99), f(p.throughput.req_s, 2), f(p.throughput.output_tok_s), str(p.errors))
+    console.print(table)
+    r = report.resources
+    console.print(f"resources: {f((r.size_on_disk_bytes or 0) / 2**20)} MiB on disk; engine start-up "
+                  f"{f(r.engine_startup_s)} s; engine peak RSS {f(r.engine_peak_rss_mb, 0)} MiB"
+                  + (f"; GPU {f(r.gpu_memory_mb, 0)} MiB" if r.gpu_memory_mb is not None else ""))
