@@ -70,11 +70,12 @@ def test_run_measures_each_candidate_and_writes_a_profile(tiny_run, tiny_llama):
     assert "chosen" in proc.stdout and "decode b4" in proc.stdout
 
 
-def test_profile_is_accepted_by_the_serving_profile_model(tiny_run):
-    from toolkit.precision.profile import validate_profile
+def test_profile_is_accepted_by_serve(tiny_run):
+    from toolkit.serving.profiles import load_profile
 
     _, profile, _ = tiny_run
-    validate_profile(yaml.safe_load(profile.read_text()))  # raises ToolkitError when serve would reject it
+    loaded = load_profile(profile)  # exactly what `toolkit serve --profile` does; raises if it would reject it
+    assert loaded.device == "cpu" and loaded.engine.dtype == "bfloat16" and loaded.engine.kv_cache_dtype == "auto"
 
 
 def test_budget_nothing_meets_picks_the_most_accurate(tiny_run, tmp_path):
