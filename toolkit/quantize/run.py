@@ -55,6 +55,19 @@ def eval_windows(tokenizer, recipe: QuantizeRecipe, eval_data: str | Path | None
     return windows, path
 
 
+def _skeleton(model_id: str):
+    """The model's module tree on the meta device (no weights read): enough to check layer shapes."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_id)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError) as exc:
+        raise ToolkitError(f"{model_id}: cannot build as a causal LM ({str(exc).splitlines()[0]})") from None
+
+
 def _ppl(model, windows, recipe: QuantizeRecipe, device: str, label: str) -> float:
     model.to(device)
     try:
@@ -102,11 +115,9 @@ def quantize(recipe: QuantizeRecipe, model: str | Path, output: str | Path, eval
     device = compute_device()
     output = Path(output)
     with atomic_dir(output) as tmp:
-        record.add_input("model", model_id)
+        # Every input check runs before the weights are loaded: bad input fails in seconds, in one line.
         tok = load_tokenizer(model_id)
-        with record.timed("load"):
-            lm = load_causal_lm(model_id)
-        n_layers = check_against_model(lm, recipe, recipe_source)
+        n_layers = check_against_model(_skeleton(model_id), recipe, recipe_source)
         windows, eval_path = eval_windows(tok, recipe, eval_data)
         record.add_input("eval_data", eval_path)
         calib = None
@@ -117,6 +128,9 @@ def quantize(recipe: QuantizeRecipe, model: str | Path, output: str | Path, eval
                 logging.getLogger(__name__).warning(
                     "calibration data holds %d windows of %d tokens, fewer than num_samples=%d; using all",
                     len(calib.windows), recipe.calibration.seq_len, recipe.calibration.num_samples)
+        record.add_input("model", model_id)
+        with record.timed("load"):
+            lm = load_causal_lm(model_id)
         with record.timed("eval_source"):
             ppl_source = _ppl(lm, windows, recipe, device, "perplexity (source)")
         with record.timed("quantize"):
