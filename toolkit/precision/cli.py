@@ -13,6 +13,7 @@ without measuring again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -110,8 +111,6 @@ def _measure(args: argparse.Namespace, recipe, model: Path, work: Path, console)
     if not eval_data.is_file():
         raise ToolkitError(f"{eval_data}: validation text not found; pass --eval-data FILE.jsonl "
                            "(or build the reference with `make reference`)")
-    for p in planned:
-        console.print(f"  {p.candidate.label:<20} {p.status:<9} {p.reason}")
     record = RunRecord("precision")
     record.add_input("model", model)
     record.add_input("eval_data", eval_data)
@@ -120,6 +119,12 @@ def _measure(args: argparse.Namespace, recipe, model: Path, work: Path, console)
 
     windows = eval_windows(model, recipe, eval_data)
     ref_dtype = reference_dtype(model, report)
+    if ref_dtype != "float32":  # an FP32 copy would not fit: FP32/TF32 cannot be candidates either
+        planned = [dataclasses.replace(p, status="skipped", reason="model too large to hold in FP32 on this "
+                                       "device; BF16 is the quality reference") if p.candidate.engine_dtype ==
+                   "float32" else p for p in planned]
+    for p in planned:
+        console.print(f"  {p.candidate.label:<20} {p.status:<9} {p.reason}")
     with record.timed("reference_perplexity"):
         log(f"reference perplexity ({ref_dtype}, {len(windows)} windows of {recipe.quality.seq_len} tokens)")
         ref_ppl = candidate_perplexity(model, ref_dtype, windows, recipe.quality.batch_size, device=device)

@@ -170,7 +170,7 @@ def measure_candidate(model: Path, planned: Planned, recipe: PrecisionRecipe, wo
         log(f"[{c.name}] vLLM throughput (dtype {c.engine_dtype}, kv {planned.kv_cache_dtype}, "
             f"{recipe.throughput.repeats} repeats)")
         row["throughput"] = engine_throughput(checkpoint, planned, recipe.throughput)
-    except ToolkitError as exc:
-        row["error"] = str(exc)
-        log(f"[{c.name}] failed: {exc}")
+    except (ToolkitError, RuntimeError, NotImplementedError) as exc:  # e.g. a kernel missing for this dtype
+        row["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+        log(f"[{c.name}] failed: {row['error']}")
     return row
