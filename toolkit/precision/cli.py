@@ -23,6 +23,7 @@ from typing import Any
 from toolkit.errors import ToolkitError
 
 DEFAULT_RECIPE = "recipes/precision/default.yaml"
+RESULT_KEYS = ("model", "created", "hardware", "hardware_summary", "reference", "settings", "candidates")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -137,10 +138,13 @@ def _measure(args: argparse.Namespace, recipe, model: Path, work: Path, console)
                                cfg.get("num_attention_heads", 16), device=device, repeats=recipe.microbench_repeats)
     rows = []
     for p in planned:
+        t0 = time.perf_counter()
         with record.timed(p.candidate.name):
             row = measure_candidate(model, p, recipe, work, windows, eval_data, device, log=log,
                                     ppl_cache={(str(model), ref_dtype, False): ref_ppl})
         rows.append(row)
+        if p.measured:
+            log(f"[{p.candidate.name}] done in {time.perf_counter() - t0:.0f} s")
     add_quality(rows, ref_ppl)
     result = {
         "model": str(model.resolve()),
@@ -171,6 +175,7 @@ def _write_text(path: Path, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from toolkit.precision.profile import build_profile, dump_profile, serve_model
     from toolkit.precision.report import candidates_table, microbench_table
@@ -186,9 +191,12 @@ def run(args: argparse.Namespace) -> int:
             raise ToolkitError(f"--from-json: {src}: file not found")
         try:
             result = json.loads(src.read_text())
-            rows = result["candidates"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ToolkitError(f"--from-json: {src}: not a precision result file") from None
+            missing = [k for k in RESULT_KEYS if k not in result]
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+            missing = ["valid JSON"]
+        if missing:
+            raise ToolkitError(f"--from-json: {src}: not a precision result file (missing {', '.join(missing)})")
+        rows = result["candidates"]
         model = Path(result["model"])
         output, json_out, _ = _paths(args, model)
     else:
@@ -208,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(microbench_table(result.get("microbench") or {}, result["hardware_summary"]))
     console.print(candidates_table(result))
     style = "green" if selection["within_budget"] else "yellow"
-    console.print(f"[bold {style}]{selection['message']}[/]")
+    console.print(f"[bold {style}]{escape(selection['message'])}[/]")
     profile = build_profile(result)
     result["serve"] = {"model": serve_model(result), "profile": str(output)}
     _write_text(json_out, json.dumps(result, indent=2) + "\n")
