@@ -28,6 +28,8 @@ def candidates_table(result: dict[str, Any]):
     for b in batches:
         t.add_column(f"decode b{b} tok/s", justify="right")
     t.add_column("prefill tok/s", justify="right")
+    ratios, base = winner_speedups(result)
+    t.add_column(f"speed vs {base}" if base else "speed ratio", justify="right")
     t.add_column("perplexity", justify="right")
     t.add_column("Δppl", justify="right")
     t.add_column("note")
@@ -46,7 +48,7 @@ def candidates_table(result: dict[str, Any]):
         else:
             note = r["reason"] if r["status"] == "emulated" else ""
         t.add_row(r["label"], r["status"], *[_spread(decode.get(str(b))) for b in batches],
-                  _spread(tp.get("prefill")),
+                  _spread(tp.get("prefill")), f"{ratios[r['name']]:.2f}×" if r["name"] in ratios else "-",
                   f"{r['perplexity']:.3f}" if r.get("perplexity") is not None else "-",
                   pct(delta, True) if delta is not None else "-", note)
     return t
@@ -69,12 +71,12 @@ def microbench_table(micro: dict[str, dict[str, Any]], device: str):
     return t
 
 
-def winner_speedups(result: dict[str, Any]) -> dict[str, float]:
-    """Median speed of every measured candidate relative to the reference-format candidate (ratios, one run)."""
+def winner_speedups(result: dict[str, Any]) -> tuple[dict[str, float], str | None]:
+    """Median ranking speed of each candidate over FP32's (else BF16's), measured side by side in this run."""
     rows = {r["name"]: r for r in result["candidates"]}
     rank_by = result["selection"]["rank_by"]
-    base = rows.get("fp32") or rows.get("bf16")
-    base_s = speed(base, rank_by) if base else None
-    if not base_s:
-        return {}
-    return {n: speed(r, rank_by)["median"] / base_s["median"] for n, r in rows.items() if speed(r, rank_by)}
+    base = next((n for n in ("fp32", "bf16") if n in rows and speed(rows[n], rank_by)), None)
+    if base is None:
+        return {}, None
+    ref = speed(rows[base], rank_by)["median"]
+    return {n: speed(r, rank_by)["median"] / ref for n, r in rows.items() if speed(r, rank_by)}, rows[base]["label"]

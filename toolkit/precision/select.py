@@ -56,13 +56,13 @@ def select(rows: list[dict[str, Any]], budget: float, rank_by: str = "decode") -
         s = speed(win, rank_by)
         msg = (f"{win['label']}: fastest within the {pct(budget)} perplexity budget "
                f"({s['median']:.1f} {metric}, perplexity {pct(win['ppl_delta'], True)})")
-        rest = [r for r in within[1:]]
-        if rest and speed(rest[0], rank_by)["max"] >= s["min"]:
-            msg += f"; {rest[0]['label']} is within the measured spread (runs overlap)"
+        if len(within) > 1 and speed(within[1], rank_by)["max"] >= s["min"]:
+            msg += f"; {within[1]['label']} is within the measured spread (runs overlap)"
         ok = True
     else:
         win = min(usable, key=lambda r: (abs(r["ppl_delta"]), -speed(r, rank_by)["median"]))
-        closest = ", ".join(f"{r['label']} {pct(r['ppl_delta'], True)}" for r in sorted(usable, key=lambda r: abs(r["ppl_delta"])))
+        by_accuracy = sorted(usable, key=lambda r: abs(r["ppl_delta"]))
+        closest = ", ".join(f"{r['label']} {pct(r['ppl_delta'], True)}" for r in by_accuracy)
         msg = (f"no candidate stays within the {pct(budget)} perplexity budget ({closest}); "
                f"choosing the most accurate: {win['label']}")
         ok = False
