@@ -64,16 +64,19 @@ def validation_perplexity(model: str | Path, text: str | Path, seq_len: int, max
 
 
 def _load_for_perplexity(model: str | Path):
-    """fp32 for plain checkpoints (bf16 matmuls are emulated on CPUs without AVX-512-BF16). Quantized
-    compressed-tensors checkpoints load through transformers' compressed-tensors integration, which
-    decompresses the weights when no kernel for the format is available."""
+    """Every variant in the same compute dtype, so perplexity differences come from the weights: fp32 on a
+    CPU without native bf16 (emulated bf16 is slower and adds its own rounding), the checkpoint's dtype
+    otherwise. compressed-tensors checkpoints (llm-compressor output) load through transformers'
+    compressed-tensors integration, which decompresses the quantized weights into that dtype."""
     import torch
 
+    from toolkit.hardware import hardware_report
     from toolkit.modeling import load_causal_lm
 
-    cfg = json.loads((Path(model) / "config.json").read_text()) if Path(model, "config.json").is_file() else {}
-    quantized = "quantization_config" in cfg
-    return load_causal_lm(model, dtype="auto" if quantized else torch.float32)
+    hw = hardware_report()
+    native_bf16 = hw["device"] == "cuda" or hw["supports"]["bf16"]
+    return load_causal_lm(model, dtype="auto" if native_bf16 else torch.float32,
+                          device="cuda" if hw["device"] == "cuda" else None)
 
 
 async def _ask_all(url: str, rows: list[dict[str, str]], top_k: int, max_tokens: int, temperature: float,
