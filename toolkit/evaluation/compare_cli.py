@@ -12,11 +12,11 @@ import sys
 from toolkit.paths import REPORTS_DIR
 
 GATE_FLAGS = [  # (flag, Gates field, kind, help)
-    ("--max-ppl-increase", "max_ppl_increase", "frac", "largest allowed relative perplexity increase, e.g. 5%"),
+    ("--max-ppl-increase", "max_ppl_increase", "frac", "largest allowed relative perplexity increase, e.g. 5%%"),
     ("--max-f1-drop", "max_f1_drop", "abs", "largest allowed drop of QA token F1 (absolute), e.g. 0.02"),
     ("--max-em-drop", "max_em_drop", "abs", "largest allowed drop of QA exact match (absolute)"),
     ("--max-mrr-drop", "max_mrr_drop", "abs", "largest allowed drop of retrieval MRR (absolute)"),
-    ("--max-p50-regression", "max_p50_regression", "frac", "largest allowed p50 e2e latency increase per load point, e.g. 10%"),
+    ("--max-p50-regression", "max_p50_regression", "frac", "largest allowed p50 e2e latency increase per load point, e.g. 10%%"),
     ("--max-p99-regression", "max_p99_regression", "frac", "same for p99 e2e latency"),
     ("--max-ttft-regression", "max_ttft_regression", "frac", "same for p50 time to first token"),
     ("--max-errors", "max_errors", "int", "most failed requests allowed in any report"),
