@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-answer-tokens", type=int, default=0,
                    help="forbid the teacher's EOS before this many tokens (for an undertrained teacher)")
     p.add_argument("--questions", type=int, default=48, help="test-split QA questions for F1")
+    p.add_argument("--validation-windows", type=int, default=32, help="validation windows (seq_len tokens each)")
     p.add_argument("--output", default=str(REPORTS_DIR / "distill-bench.json"))
     args = p.parse_args(argv)
     try:
@@ -101,7 +102,7 @@ def _bench(args: argparse.Namespace) -> int:
     work = ARTIFACTS / "distill" / "bench"
     t0 = time.perf_counter()
     wb, bb = RECIPES_DIR / "distill" / "whitebox-kd.yaml", RECIPES_DIR / "distill" / "blackbox-sft.yaml"
-    steps = {"training.max_steps": args.steps}
+    steps = {"training.max_steps": args.steps, "data.max_validation_windows": args.validation_windows}
     runs = {
         "whitebox-kd": _train("whitebox-kd", wb, steps, teacher, work),
         "ce-only": _train("ce-only", wb, {**steps, "loss.alpha": 0.0, "loss.beta": 0.0}, teacher, work),
