@@ -22,7 +22,10 @@ from toolkit.paths import MODELS_DIR, reference_split
 
 
 def default_output(teacher: str, method: str) -> Path:
-    return MODELS_DIR / f"{Path(teacher).name}-{method}"
+    """``artifacts/models/<teacher>-<method>``; a teacher dir named ``model`` is named after its parent."""
+    p = Path(teacher)
+    name = p.parent.name if p.name == "model" and p.parent.name else p.name
+    return MODELS_DIR / f"{name}-{method}"
 
 
 def checkpoint_dir(output: Path) -> Path:
