@@ -46,7 +46,7 @@ def test_each_index_type_builds_loads_and_finds(tmp_path, small_docs, embedder, 
     if index_type in ("ivf", "ivfpq"):  # small corpus: nlist capped at n // 39
         assert r["params"]["nlist"] == max(1, r["count"] // 39)
     if index_type == "ivfpq":
-        assert r["factory"].startswith("IVF") and "PQ48x" in r["factory"]
+        assert r["factory"].startswith("IVF") and "PQ48x" in r["factory"] and r["factory"].endswith("np")
     index = load_index(tmp_path / index_type, embedder=embedder)
     found = [doc in {h.chunk.doc_id for h in index.search(q, 3)} for q, doc in QUESTIONS.items()]
     assert all(found) if index_type != "ivfpq" else sum(found) >= 3  # PQ is lossy

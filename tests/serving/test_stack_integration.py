@@ -35,7 +35,8 @@ def test_engine_and_endpoint_end_to_end(tiny_llama, small_index):
         started = {stack.engine_pid, stack.endpoint_pid}
         started |= {p.pid for p in psutil.Process(stack.engine_pid).children(recursive=True)}
 
-        r = httpx.post(f"{stack.url}/v1/rag", json={"query": QUESTION, "top_k": 3, "max_tokens": 8}, timeout=300)
+        r = httpx.post(f"{stack.url}/v1/rag", json={"query": QUESTION, "top_k": 3, "max_tokens": 8,
+                                                   "min_tokens": 4}, timeout=300)
         assert r.status_code == 200, r.text
         body = r.json()
         assert isinstance(body["answer"], str) and body["answer"] and body["usage"]["completion_tokens"] >= 1
@@ -51,21 +52,22 @@ def test_engine_and_endpoint_end_to_end(tiny_llama, small_index):
 
         events = []
         with httpx.stream("POST", f"{stack.url}/v1/rag", json={"query": "How tall is Mount Everest?",
-                          "max_tokens": 6, "stream": True}, timeout=300) as s:
+                          "max_tokens": 6, "min_tokens": 3, "stream": True}, timeout=300) as s:
             assert s.headers["content-type"].startswith("text/event-stream")
             events = [line[6:] for line in s.iter_lines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
         parsed = [json.loads(e) for e in events[:-1]]
         assert parsed[0]["type"] == "sources" and parsed[0]["sources"][0]["id"] == "everest"
         assert [p["type"] for p in parsed[1:-1]] == ["token"] * (len(parsed) - 2) and len(parsed) > 2
+        assert parsed[-1]["usage"]["completion_tokens"] >= 3
         assert parsed[-1]["type"] == "done" and set(parsed[-1]["timings"]) == STAGES
 
         client = OpenAI(base_url=f"{stack.url}/v1", api_key="unused")
-        out = client.chat.completions.create(model="any", max_tokens=6,
+        out = client.chat.completions.create(model="any", max_tokens=6, extra_body={"min_tokens": 3},
                                              messages=[{"role": "user", "content": "What is FAISS?"}])
         assert out.choices[0].message.content and out.usage.completion_tokens >= 1
         pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
-            model="any", max_tokens=6, stream=True, messages=[{"role": "user", "content": "What is FAISS?"}])
+            model="any", max_tokens=6, stream=True, extra_body={"min_tokens": 3}, messages=[{"role": "user", "content": "What is FAISS?"}])
             if c.choices]
         assert "".join(pieces)
 

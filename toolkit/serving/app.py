@@ -36,6 +36,7 @@ class RagRequest(BaseModel):
     max_tokens: StrictInt = Field(64, ge=1, le=4096)
     stream: StrictBool = False
     temperature: StrictFloat | StrictInt = Field(0.0, ge=0.0, le=2.0)
+    min_tokens: StrictInt = Field(0, ge=0, le=4096, description="vLLM extension: tokens before EOS may stop")
 
 
 class ChatMessage(BaseModel):
@@ -56,6 +57,7 @@ class ChatRequest(BaseModel):
     stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
     top_k: StrictInt | None = Field(None, ge=1, le=100)
+    min_tokens: StrictInt = Field(0, ge=0, le=4096)
 
 
 class ApiError(Exception):
@@ -174,10 +176,11 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
         except PromptTooLong as exc:
             raise ApiError(422, f"field 'query': {exc}") from None
 
-    async def start(query: str, top_k: int, max_tokens: int, temperature: float,
+    async def start(query: str, top_k: int, max_tokens: int, temperature: float, min_tokens: int = 0,
                     history: list[dict[str, str]] | None = None) -> tuple[RagRun, AsyncIterator[str], str | None]:
         run = await rag.prepare(query, top_k, max_tokens, history)
-        agen = rag.generate(run, max_tokens, float(temperature))
+        extra = {"min_tokens": min(min_tokens, max_tokens)} if min_tokens else {}
+        agen = rag.generate(run, max_tokens, float(temperature), **extra)
         return run, agen, await first_piece(agen)
 
     async def drain(run: RagRun, agen: AsyncIterator[str]) -> dict[str, float]:
@@ -190,7 +193,8 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
     @app.post("/v1/rag")
     async def rag_endpoint(req: RagRequest):
         query = check_query(req.query)
-        run, agen, first = await guarded(start(query, req.top_k, req.max_tokens, req.temperature))
+        run, agen, first = await guarded(start(query, req.top_k, req.max_tokens, req.temperature,
+                                                     req.min_tokens))
         if not req.stream:
             timings = await guarded(drain(run, agen))
             body = {"answer": "".join(run.gen.text), "sources": run.sources(), "timings": timings,
@@ -223,7 +227,7 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
         history = [{"role": m.role, "content": _text(m.content)} for m in req.messages[:cut]]
         max_tokens = req.max_completion_tokens or req.max_tokens or settings.max_tokens
         run, agen, first = await guarded(start(query, req.top_k or settings.top_k, max_tokens,
-                                               req.temperature or 0.0, history))
+                                               req.temperature or 0.0, req.min_tokens, history))
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": cid, "created": created, "model": served_model_name}
         if not req.stream:

@@ -152,5 +152,5 @@ class RagService:
         timings["prompt"] = (time.perf_counter() - t) * 1000
         return RagRun(hits, messages, cached, used, timings, t0=t0)
 
-    def generate(self, run: RagRun, max_tokens: int, temperature: float) -> AsyncIterator[str]:
-        return self.engine.stream_chat(run.messages, max_tokens, temperature, run.gen)
+    def generate(self, run: RagRun, max_tokens: int, temperature: float, **extra: Any) -> AsyncIterator[str]:
+        return self.engine.stream_chat(run.messages, max_tokens, temperature, run.gen, **extra)
