@@ -98,6 +98,8 @@ def _paths(args: argparse.Namespace, model: Path) -> tuple[Path, Path, Path]:
 
 def _measure(args: argparse.Namespace, recipe, model: Path, work: Path, console) -> dict[str, Any]:
     from toolkit.hardware import hardware_fingerprint, hardware_report
+    from rich.markup import escape
+
     from toolkit.manifest import RunRecord, atomic_dir
     from toolkit.paths import reference_split
     from toolkit.precision.candidates import plan
@@ -116,7 +118,7 @@ def _measure(args: argparse.Namespace, recipe, model: Path, work: Path, console)
     record.add_input("model", model)
     record.add_input("eval_data", eval_data)
     record.recipe = recipe.model_dump(mode="json")
-    log = lambda msg: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {msg}")  # noqa: E731
+    log = lambda msg: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(msg)}")  # noqa: E731
 
     windows = eval_windows(model, recipe, eval_data)
     ref_dtype = reference_dtype(model, report)
