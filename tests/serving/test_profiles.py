@@ -39,3 +39,16 @@ def test_bad_profiles_name_file_and_field(tmp_path: Path):
     p.write_text("endpoint:\n  top_k: 0\n")
     with pytest.raises(ToolkitError, match=r"field 'endpoint.top_k'"):
         load_profile(p)
+
+
+def test_serve_cli_fails_fast_on_bad_input(tmp_path, capsys, tiny_llama):
+    from toolkit.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "nope")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tiny_llama), "--index", str(tmp_path / "noindex")]) == 2
+    assert "index directory not found" in capsys.readouterr().err
+    bad = tmp_path / "p.yaml"
+    bad.write_text("engine:\n  dtype: int3\n")
+    assert main(["serve", "--model", str(tiny_llama), "--profile", str(bad)]) == 2
+    assert "field 'engine.dtype'" in capsys.readouterr().err

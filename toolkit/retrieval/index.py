@@ -182,9 +182,10 @@ def load_index(path: str | Path, embedding_model: str | None = None, embedder: E
                            f"{embedder.dimension} ({embedder.model_id})")
     eff = dict(r["params"])
     cfg = config or IndexConfig()
-    if "nprobe" in eff:
-        eff["nprobe"] = min(cfg.faiss.nprobe, eff["nlist"]) if config else eff["nprobe"]
-    if "ef_search" in eff and config:
+    explicit = cfg.faiss.model_fields_set  # only knobs the caller set override the built ones
+    if "nprobe" in eff and "nprobe" in explicit:
+        eff["nprobe"] = min(cfg.faiss.nprobe, eff["nlist"])
+    if "ef_search" in eff and "ef_search" in explicit:
         eff["ef_search"] = cfg.faiss.ef_search
     if r["backend"] == "faiss":
         backend = _load_faiss(path, r, eff, cfg)

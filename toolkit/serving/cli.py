@@ -32,13 +32,21 @@ def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     index_dir = Path(args.index) if args.index else paths.INDEXES_DIR / "flat"
     model = Path(args.model)
-    if not model.exists() and "/" not in args.model:
+    looks_like_hub_id = args.model.count("/") == 1 and not args.model.startswith((".", "/", "~"))
+    if not model.exists() and not looks_like_hub_id:
         raise ToolkitError(f"--model {args.model}: no such directory")
 
     def terminate(signum, _frame):  # during engine start-up: unwind through the finally below
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, terminate)
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return _serve(args, profile, index_dir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve(args: argparse.Namespace, profile, index_dir) -> int:
     from toolkit.retrieval.config import FaissParams, IndexConfig
     from toolkit.retrieval.index import load_index
     from toolkit.serving.engine import EngineProcess, wait_with_progress
