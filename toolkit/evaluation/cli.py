@@ -81,16 +81,22 @@ def _stack(args: argparse.Namespace, suite, model: str, stack=None):
         return
     import tempfile
 
-    from toolkit.paths import INDEXES_DIR
     from toolkit.serving.stack import running_stack
 
-    index = Path(args.index) if args.index else INDEXES_DIR / "flat"
-    if not index.is_dir():
-        raise ToolkitError(f"{index}: index not found (build one with `make index` or pass --index)")
+    index = _index_dir(args)
     with tempfile.TemporaryDirectory(prefix="toolkit-eval-") as tmp:
         profile = eval_profile(args.profile, suite, Path(tmp))
         with running_stack(model, index, profile=profile, progress=True) as s:
             yield s.url, s.engine_url, s.served_model_name, s.engine_startup_s, s.engine_pid
+
+
+def _index_dir(args: argparse.Namespace) -> Path:
+    from toolkit.paths import INDEXES_DIR
+
+    index = Path(args.index) if args.index else INDEXES_DIR / "flat"
+    if not index.is_dir():
+        raise ToolkitError(f"{index}: index not found (build one with `make index` or pass --index)")
+    return index
 
 
 def engine_requests(model: str, profile: str | None, rows: list[dict[str, str]], qrecords: list[dict[str, Any]],
@@ -140,6 +146,8 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
     suite = load_suite(args.suite)
     model = resolve_model(args.model)
     rows = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, suite.qa.limit)
+    if stack is None and not args.url:
+        _index_dir(args)  # fail before the slow parts
     hw = hardware_report()
 
     quality: dict[str, Any] = {}
