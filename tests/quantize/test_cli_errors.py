@@ -72,3 +72,21 @@ def test_too_short_calibration_data(tiny_llama, text_files, tmp_path):
                "--eval-data", text_files["eval"], "--calibration-data", short, "--seq-len", 64)
     assert "too short" in msg and "calibration.seq_len=64" in msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["short.txt"]
+
+
+def test_killed_run_leaves_nothing_behind(tiny_llama, text_files, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit", "quantize", "--recipe", RTN, "--model", str(tiny_llama),
+                             "--output", str(out), "--eval-data", str(text_files["eval"])],
+                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "run ended before building its temp directory"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert list(tmp_path.iterdir()) == [], err[-2000:]

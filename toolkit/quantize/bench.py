@@ -62,6 +62,7 @@ def run_bench(args) -> dict[str, Any]:
     from toolkit.config import load_recipe
     from toolkit.hardware import hardware_report
     from toolkit.manifest import size_on_disk
+    from toolkit.quantize.cli import overrides_from_args
     from toolkit.quantize.recipe import QuantizeRecipe
     from toolkit.quantize.run import quantize
 
@@ -75,7 +76,8 @@ def run_bench(args) -> dict[str, Any]:
     out_root = Path(args.out_dir)
     report: dict[str, Any] = {"model": str(model.resolve()), "date_utc": dt.datetime.now(dt.UTC).isoformat(),
                               "load_avg_start": os.getloadavg(), "hardware": hardware_report(), "rows": {}}
-    overrides = {"calibration.num_samples": args.num_samples} if args.num_samples else {}
+    overrides = overrides_from_args(args)
+    report["overrides"] = overrides
     for path in paths:
         recipe = load_recipe(path, QuantizeRecipe, overrides)
         print(f"[bench] quantizing with {path.name}", flush=True)
@@ -152,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default=str(ARTIFACTS / "models" / "bench-quantize"))
     p.add_argument("--report", default=str(REPORTS_DIR / "bench-quantize.json"))
     p.add_argument("--eval-data", help="held-out text (default: the reference validation split)")
+    p.add_argument("--calibration-data", help="override calibration.dataset of every recipe")
     p.add_argument("--num-samples", type=int, help="override calibration.num_samples of every recipe")
+    p.add_argument("--seq-len", type=int, help="override calibration.seq_len of every recipe")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of every recipe (e.g. eval.max_windows=32)")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-model-len", type=int, default=512)

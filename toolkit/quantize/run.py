@@ -43,6 +43,25 @@ def compute_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def compute_dtype(model):
+    """float32 for half-precision models on a CPU without native bf16/fp16 matmuls, else the model's dtype.
+
+    Without AVX-512-BF16/AMX, PyTorch emulates bf16 GEMMs on CPU (about 3x slower than fp32 here), and AWQ's
+    grid search and GPTQ's calibration are forward passes. The checkpoint is still saved in the source dtype,
+    and source and result are evaluated in the same compute dtype.
+    """
+    import torch
+
+    from toolkit.hardware import hardware_report
+
+    dtype = next(model.parameters()).dtype
+    native = hardware_report()["supports"]
+    if hardware_report()["device"] == "cpu" and (
+            (dtype == torch.bfloat16 and not native["bf16"]) or (dtype == torch.float16 and not native["fp16"])):
+        return torch.float32
+    return dtype
+
+
 def eval_windows(tokenizer, recipe: QuantizeRecipe, eval_data: str | Path | None) -> tuple[list, Path]:
     path = Path(eval_data) if eval_data else reference_split("validation")
     if not path.is_file():
@@ -131,24 +150,27 @@ def quantize(recipe: QuantizeRecipe, model: str | Path, output: str | Path, eval
         record.add_input("model", model_id)
         with record.timed("load"):
             lm = load_causal_lm(model_id)
+        save_dtype, work_dtype = next(lm.parameters()).dtype, compute_dtype(lm)
+        lm.to(work_dtype)
         with record.timed("eval_source"):
             ppl_source = _ppl(lm, windows, recipe, device, "perplexity (source)")
         with record.timed("quantize"):
             notes = _oneshot(lm, recipe, calib)
         with record.timed("save"):
+            lm.to(save_dtype)  # floating tensors only: packed ints and zero points are untouched
             lm.save_pretrained(str(tmp), save_compressed=True)
             tok.save_pretrained(str(tmp))
         del lm
         gc.collect()
         with record.timed("eval_quantized"):
-            reloaded = load_causal_lm(tmp)
+            reloaded = load_causal_lm(tmp, dtype=work_dtype)
             ppl_quant = _ppl(reloaded, windows, recipe, device, "perplexity (quantized)")
         del reloaded
         source_bytes = size_on_disk(model_id) if Path(model_id).exists() else None
         record.results.update({
             "quantized_layers": n_layers,
             "quantization_config": _quantization_config(tmp),
-            "device": device,
+            "device": device, "compute_dtype": str(work_dtype).removeprefix("torch."),
             **notes,
             "eval": {"windows": len(windows), "seq_len": recipe.eval.seq_len,
                      "tokens": sum(len(w) for w in windows)},
