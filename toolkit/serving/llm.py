@@ -85,10 +85,10 @@ class EngineClient:
                                 gen.ttft_ms = (time.perf_counter() - t0) * 1000
                             gen.text.append(piece)
                             yield piece
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise EngineUnavailable(f"engine at {self.base_url} unreachable ({type(exc).__name__})") from None
         except httpx.TimeoutException:
             raise EngineTimeout(f"engine at {self.base_url} did not answer in time") from None
+        except httpx.TransportError as exc:  # refused, reset, closed mid-stream
+            raise EngineUnavailable(f"engine at {self.base_url} unreachable ({type(exc).__name__})") from None
         gen.total_ms = (time.perf_counter() - t0) * 1000
         if not gen.text:
             gen.ttft_ms = gen.total_ms
