@@ -22,7 +22,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
@@ -184,11 +184,3 @@ def write_corpus(out: Path, docs: Sequence[Doc], assignment: dict[str, str]) -> 
                         "packages": sum(1 for s in assignment.values() if s == split)}
     return stats
 
-
-def docs_from_records(rows: Iterable[dict]) -> list[Doc]:
-    """Rebuild :class:`Doc` objects from saved rows (used by tests and the resume path)."""
-    return [Doc(**r) for r in rows]
-
-
-def doc_to_dict(doc: Doc) -> dict:
-    return asdict(doc)
