@@ -103,6 +103,7 @@ def test_cli_build_and_errors(tmp_path, small_docs, capsys):
     assert "missing.jsonl: documents file not found" in capsys.readouterr().err
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("chunk_words: 24\nchunk_overlap: 6\nfaiss:\n  nprobe: 2\n  bogus: 1\n")
-    assert main(["index", "build", "--docs", str(small_docs), "--config", str(cfg), "--output", str(tmp_path / "x")]) == 2
+    args = ["index", "build", "--docs", str(small_docs), "--config", str(cfg), "--output", str(tmp_path / "x")]
+    assert main(args) == 2
     assert "field 'faiss.bogus': unknown key" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -67,9 +67,10 @@ def test_engine_and_endpoint_end_to_end(tiny_llama, small_index):
         out = client.chat.completions.create(model="any", max_tokens=6, temperature=1.0, extra_body={"min_tokens": 3},
                                              messages=[{"role": "user", "content": "What is FAISS?"}])
         assert out.choices[0].message.content and out.usage.completion_tokens >= 1
-        pieces = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
-            model="any", max_tokens=6, stream=True, temperature=1.0, extra_body={"min_tokens": 3}, messages=[{"role": "user", "content": "What is FAISS?"}])
-            if c.choices]
+        chunks = client.chat.completions.create(model="any", max_tokens=6, stream=True, temperature=1.0,
+                                                extra_body={"min_tokens": 3},
+                                                messages=[{"role": "user", "content": "What is FAISS?"}])
+        pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
         assert "".join(pieces)
 
         metrics = httpx.get(f"{stack.url}/metrics").text
