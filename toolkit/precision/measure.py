@@ -73,10 +73,18 @@ def quantized_checkpoint(model: Path, candidate: str, recipe: Path, work_dir: Pa
                         ("--seq-len", settings.seq_len)):
         if value is not None:
             cmd += [flag, str(value)]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
-        raise ToolkitError(f"quantize ({recipe.name}) failed (exit {proc.returncode}): {tail[:300]}")
+    # Stream quantize's own progress bars through (GPTQ can take minutes) and keep the tail for the error.
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tail = b""
+    assert proc.stdout is not None
+    for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+        tail = (tail + chunk)[-4096:]
+    if proc.wait() != 0:
+        lines = [ln for ln in tail.decode(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
+        raise ToolkitError(f"quantize ({recipe.name}) failed (exit {proc.returncode}): "
+                           f"{(lines or ['no output'])[-1][:300]}")
     stamp.write_text(json.dumps(want))
     return out
 
