@@ -45,11 +45,11 @@ index: setup  ## make index [DOCS=docs.jsonl] [OUTPUT=dir] [INDEX_TYPE=flat|ivf|
 serve: setup  ## make serve MODEL=<dir> INDEX=<dir> [PROFILE=serve/<p>.yaml]
 	$(TOOLKIT) serve --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--profile,$(PROFILE))
 
-eval: setup  ## make eval MODEL=<dir> [INDEX=<dir>] [SUITE=eval/suites/<s>.yaml] [OUTPUT=report.json]
-	$(TOOLKIT) eval --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--suite,$(SUITE)) $(call opt,--output,$(OUTPUT))
+eval: setup  ## make eval MODEL=<dir> [INDEX=<dir>] [SUITE=eval/suites/<s>.yaml] [PROFILE=serve/<p>.yaml] [OUTPUT=report.json]
+	$(TOOLKIT) eval --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--suite,$(SUITE)) $(call opt,--profile,$(PROFILE)) $(call opt,--output,$(OUTPUT))
 
-compare: setup  ## make compare REPORTS="a.json b.json" [OUTPUT=dir]
-	$(TOOLKIT) compare $(REPORTS) $(call opt,--output,$(OUTPUT))
+compare: setup  ## make compare REPORTS="a.json b.json" [BASELINE=a.json] [GATES="--max-f1-drop 0.02 --max-p50-regression 10%"] [OUTPUT=dir]
+	$(TOOLKIT) compare $(REPORTS) $(call opt,--output,$(OUTPUT)) $(call opt,--baseline,$(BASELINE)) $(GATES)
 
 demo: setup  ## the whole pipeline offline (DEMO=quick for a first look)
 	$(TOOLKIT) demo $(if $(filter quick,$(DEMO)),--quick)
