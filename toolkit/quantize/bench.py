@@ -77,9 +77,10 @@ def run_bench(args) -> dict[str, Any]:
     report: dict[str, Any] = {"model": str(model.resolve()), "date_utc": dt.datetime.now(dt.UTC).isoformat(),
                               "load_avg_start": os.getloadavg(), "hardware": hardware_report(), "rows": {}}
     overrides = overrides_from_args(args)
-    report["overrides"] = overrides
+    report["overrides"] = {**overrides, **({"awq.n_grid": args.awq_grid} if args.awq_grid else {})}
     for path in paths:
-        recipe = load_recipe(path, QuantizeRecipe, overrides)
+        extra = {"awq.n_grid": args.awq_grid} if args.awq_grid and path.stem.startswith("awq") else {}
+        recipe = load_recipe(path, QuantizeRecipe, {**overrides, **extra})
         print(f"[bench] quantizing with {path.name}", flush=True)
         res = quantize(recipe, model, out_root / recipe.name, eval_data=args.eval_data, recipe_source=str(path))
         m = res.manifest
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, help="override calibration.seq_len of every recipe")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of every recipe (e.g. eval.max_windows=32)")
+    p.add_argument("--awq-grid", type=int, help="override awq.n_grid of the AWQ recipes (time budget)")
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-model-len", type=int, default=512)
