@@ -61,7 +61,7 @@ bench-distill: setup  ## distillation benchmark: teacher vs KD students vs CE-on
 	$(PY) -m toolkit.distill.bench $(call opt,--teacher,$(or $(TEACHER),$(MODEL)))
 
 bench-serve: setup  ## retrieval/endpoint benchmarks: cold start, stage latency, index types
-	$(PY) -m toolkit.serving.bench
+	$(PY) -m toolkit.serving.bench $(call opt,--model,$(MODEL))
 
 bench-eval: setup  ## vLLM vs transformers generate throughput, concurrency 1 and 8
 	$(PY) -m toolkit.evaluation.bench $(call opt,--model,$(MODEL))
