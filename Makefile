@@ -33,8 +33,8 @@ reference: setup  ## make reference [RECIPE=recipes/reference/<r>.yaml] [OUTPUT=
 quantize: setup  ## make quantize RECIPE=recipes/quantize/<name>.yaml MODEL=<path-or-id> [OUTPUT=dir]
 	$(TOOLKIT) quantize --recipe $(RECIPE) --model $(MODEL) $(call opt,--output,$(OUTPUT))
 
-distill: setup  ## make distill RECIPE=recipes/distill/<name>.yaml TEACHER=<dir> [STUDENT=..] [OUTPUT=dir]
-	$(TOOLKIT) distill --recipe $(RECIPE) --teacher $(or $(TEACHER),$(MODEL)) $(call opt,--student,$(STUDENT)) $(call opt,--output,$(OUTPUT))
+distill: setup  ## make distill RECIPE=recipes/distill/<name>.yaml TEACHER=<dir> [STUDENT=..] [OUTPUT=dir] [STEPS=n]
+	$(TOOLKIT) distill --recipe $(RECIPE) --teacher $(or $(TEACHER),$(MODEL)) $(call opt,--student,$(STUDENT)) $(call opt,--output,$(OUTPUT)) $(call opt,--max-steps,$(STEPS))
 
 precision: setup  ## make precision MODEL=<dir> [BUDGET=1%] [OUTPUT=serve/profiles/<n>.yaml]
 	$(TOOLKIT) precision --model $(MODEL) $(call opt,--budget,$(BUDGET)) $(call opt,--output,$(OUTPUT))
@@ -58,7 +58,7 @@ bench-quantize: setup  ## quantization benchmark on the reference model (perplex
 	$(PY) -m toolkit.quantize.bench $(call opt,--model,$(MODEL))
 
 bench-distill: setup  ## distillation benchmark: teacher vs KD students vs CE-only student
-	$(PY) -m toolkit.distill.bench $(call opt,--teacher,$(or $(TEACHER),$(MODEL)))
+	$(PY) -m toolkit.distill.bench $(call opt,--teacher,$(or $(TEACHER),$(MODEL))) $(call opt,--steps,$(STEPS))
 
 bench-serve: setup  ## retrieval/endpoint benchmarks: cold start, stage latency, index types
 	$(PY) -m toolkit.serving.bench $(call opt,--model,$(MODEL))
