@@ -87,8 +87,11 @@ def run_bench(args) -> dict[str, Any]:
         report["rows"][recipe.name] = {
             "scheme": recipe.scheme, "algorithm": recipe.algorithm, "dir": str(res.output),
             "ppl": m["results"]["perplexity"]["quantized"], "ppl_source": m["results"]["perplexity"]["source"],
-            "quantize_s": m["timings_s"]["quantize"], "size_bytes": m["results"]["size_bytes"]["quantized"]}
+            "quantize_s": m["timings_s"]["quantize"], "size_bytes": m["results"]["size_bytes"]["quantized"],
+            "model_sha256": m["inputs"]["model"].get("sha256")}
     rows = report["rows"]
+    if len({r["model_sha256"] for r in rows.values()}) > 1:  # the model changed on disk during the run
+        raise ToolkitError(f"{model}: contents changed while the benchmark ran (source hashes differ); rerun")
     ppl_source = rows[BASELINE]["ppl_source"]
     cfg = json.loads((model / "config.json").read_text())
     report["source"] = {"ppl": ppl_source, "size_bytes": size_on_disk(model),
