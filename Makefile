@@ -1,6 +1,6 @@
 # The user's front door. Every target runs inside the project's own environments (created by `make setup`).
 # Variables: MODEL, RECIPE, TEACHER, STUDENT, INDEX, DOCS, PROFILE, SUITE, REPORTS, OUTPUT, BUDGET, DEVICE,
-# DEMO. Run `make help` for the list.
+# DEMO, BENCH_ARGS (extra flags for a bench-* target). Run `make help` for the list.
 
 SHELL := /bin/bash
 DEVICE ?= auto
@@ -55,16 +55,16 @@ demo: setup  ## the whole pipeline offline (DEMO=quick for a first look)
 	$(TOOLKIT) demo $(if $(filter quick,$(DEMO)),--quick)
 
 bench-quantize: setup  ## quantization benchmark on the reference model (perplexity, recovery vs RTN, size, vLLM tok/s)
-	$(PY) -m toolkit.quantize.bench $(call opt,--model,$(MODEL))
+	$(PY) -m toolkit.quantize.bench $(call opt,--model,$(MODEL)) $(BENCH_ARGS)
 
 bench-distill: setup  ## distillation benchmark: teacher vs KD students vs CE-only student
-	$(PY) -m toolkit.distill.bench $(call opt,--teacher,$(or $(TEACHER),$(MODEL))) $(call opt,--steps,$(STEPS))
+	$(PY) -m toolkit.distill.bench $(call opt,--teacher,$(or $(TEACHER),$(MODEL))) $(call opt,--steps,$(STEPS)) $(BENCH_ARGS)
 
 bench-serve: setup  ## retrieval/endpoint benchmarks: cold start, stage latency, index types
-	$(PY) -m toolkit.serving.bench $(call opt,--model,$(MODEL))
+	$(PY) -m toolkit.serving.bench $(call opt,--model,$(MODEL)) $(BENCH_ARGS)
 
 bench-eval: setup  ## vLLM vs transformers generate throughput, concurrency 1 and 8
-	$(PY) -m toolkit.evaluation.bench $(call opt,--model,$(MODEL))
+	$(PY) -m toolkit.evaluation.bench $(call opt,--model,$(MODEL)) $(BENCH_ARGS)
 
 clean:  ## remove generated artifacts (keeps the environments)
 	rm -rf artifacts eval/reports
