@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,11 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM (kill, CI timeouts, a supervisor) unwinds like Ctrl-C, so atomic_dir removes its temp directory.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
@@ -64,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = COMMANDS[args.command][0]
     if unknown and _module_exists(module):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if not _module_exists(module):
             raise NotAvailableError(f"'toolkit {args.command}' is not available yet in this version")

@@ -38,14 +38,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _terminate_as_interrupt(signum, frame):  # noqa: ARG001
-    # SIGTERM (timeout, kill, CI cancel) would end the process without unwinding, leaving atomic_dir's
-    # temporary directory behind; as KeyboardInterrupt it is removed like on Ctrl-C.
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
-    import signal
     from pathlib import Path
 
     from toolkit.config import load_recipe
@@ -53,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
     from toolkit.quantize.recipe import QuantizeRecipe
     from toolkit.quantize.run import quantize
 
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     recipe = load_recipe(args.recipe, QuantizeRecipe, overrides_from_args(args))
     output = Path(args.output) if args.output else MODELS_DIR / recipe.name
     result = quantize(recipe, args.model, output, eval_data=args.eval_data, recipe_source=str(args.recipe))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 from pathlib import Path
 
 from toolkit.paths import RECIPES_DIR, REFERENCE_DIR
@@ -22,10 +21,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # so atomic_dir removes its temporary directory when the build is killed
-
-
 def run(args: argparse.Namespace) -> int:
     from toolkit.config import load_recipe
     from toolkit.errors import ToolkitError
@@ -39,9 +34,6 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        build_reference(recipe, args.output, args.recipe, force=args.force, progress=not args.no_progress)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # SIGTERM unwinds like Ctrl-C (toolkit.cli), so a killed build leaves no temporary directory.
+    build_reference(recipe, args.output, args.recipe, force=args.force, progress=not args.no_progress)
     return 0
