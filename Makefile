@@ -42,8 +42,9 @@ precision: setup  ## make precision MODEL=<dir> [BUDGET=1%] [OUTPUT=serve/profil
 index: setup  ## make index [DOCS=docs.jsonl] [OUTPUT=dir] [INDEX_TYPE=flat|ivf|ivfpq|hnsw]
 	$(TOOLKIT) index build $(call opt,--docs,$(DOCS)) $(call opt,--output,$(OUTPUT)) $(call opt,--index-type,$(INDEX_TYPE))
 
+# With PROFILE and no MODEL on the command line, serve the checkpoint the profile names (precision output).
 serve: setup  ## make serve MODEL=<dir> INDEX=<dir> [PROFILE=serve/<p>.yaml]
-	$(TOOLKIT) serve --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--profile,$(PROFILE))
+	$(TOOLKIT) serve $(if $(and $(PROFILE),$(filter file,$(origin MODEL))),,--model $(MODEL)) $(call opt,--index,$(INDEX)) $(call opt,--profile,$(PROFILE))
 
 eval: setup  ## make eval MODEL=<dir> [INDEX=<dir>] [SUITE=eval/suites/<s>.yaml] [PROFILE=serve/<p>.yaml] [OUTPUT=report.json]
 	$(TOOLKIT) eval --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--suite,$(SUITE)) $(call opt,--profile,$(PROFILE)) $(call opt,--output,$(OUTPUT))

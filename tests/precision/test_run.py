@@ -76,6 +76,9 @@ def test_profile_is_accepted_by_serve(tiny_run):
     _, profile, _ = tiny_run
     loaded = load_profile(profile)  # exactly what `toolkit serve --profile` does; raises if it would reject it
     assert loaded.device == "cpu" and loaded.engine.dtype == "bfloat16" and loaded.engine.kv_cache_dtype == "auto"
+    result = json.loads(profile.with_suffix(".json").read_text())
+    assert loaded.model == result["serve"]["model"]  # what `toolkit serve --profile` serves without --model
+    assert loaded.selection["winner"] == result["selection"]["winner"]
 
 
 def test_budget_nothing_meets_picks_the_most_accurate(tiny_run, tmp_path):

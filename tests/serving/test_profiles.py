@@ -52,3 +52,7 @@ def test_serve_cli_fails_fast_on_bad_input(tmp_path, capsys, tiny_llama):
     bad.write_text("engine:\n  dtype: int3\n")
     assert main(["serve", "--model", str(tiny_llama), "--profile", str(bad)]) == 2
     assert "field 'engine.dtype'" in capsys.readouterr().err
+    named = tmp_path / "named.yaml"  # without --model, the profile's `model` is served
+    named.write_text(f"model: {tmp_path / 'from-profile'}\n")
+    assert main(["serve", "--profile", str(named)]) == 2
+    assert "from-profile: no such directory" in capsys.readouterr().err

@@ -11,7 +11,8 @@ import argparse
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model directory (or id) for vLLM")
+    parser.add_argument("--model", help="model directory (or id) for vLLM (default: the profile's `model`, else "
+                        "artifacts/reference/model)")
     parser.add_argument("--index", help="index directory (default: artifacts/indexes/flat)")
     parser.add_argument("--profile", help="serving profile YAML (default: serve/cpu.yaml, or serve/cuda.yaml "
                         "on a CUDA machine)")
@@ -30,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from toolkit.serving.profiles import load_profile
 
     profile = load_profile(args.profile)
+    if args.model is None:
+        chosen = Path(profile.model) if profile.model else paths.REFERENCE_MODEL
+        args.model = str(chosen if chosen.is_absolute() or chosen.exists() else paths.REPO_ROOT / chosen)
     index_dir = Path(args.index) if args.index else paths.INDEXES_DIR / "flat"
     model = Path(args.model)
     looks_like_hub_id = args.model.count("/") == 1 and not args.model.startswith((".", "/", "~"))

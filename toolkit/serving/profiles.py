@@ -8,7 +8,7 @@ not modelled goes in ``engine.extra_args`` (``{flag_name: value}``, ``true`` for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -60,6 +60,10 @@ class RetrievalSettings(StrictModel):
 
 class ServeProfile(StrictModel):
     device: Literal["cpu", "cuda"] = "cpu"
+    model: str | None = Field(None, description="checkpoint to serve when --model is not given (precision "
+                              "selection writes the winner's; relative paths are from the repository root)")
+    selection: dict[str, Any] | None = Field(None, description="informational: the measurements that chose "
+                                             "this profile (written by `toolkit precision`)")
     engine: EngineSettings = Field(default_factory=EngineSettings)
     endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
