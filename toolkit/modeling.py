@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
+from toolkit.jsonl import read_jsonl
 
 
 def resolve_model(path_or_id: str | Path) -> str:
@@ -75,18 +76,7 @@ def read_texts(path: str | Path, field: str = "text") -> list[str]:
     if not p.is_file():
         raise ToolkitError(f"{p}: file not found")
     if p.suffix == ".jsonl":
-        texts = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise ToolkitError(f"{p}:{n}: invalid JSON line") from None
-            if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                raise ToolkitError(f"{p}:{n}: missing string field '{field}'")
-            texts.append(row[field])
-        return texts
+        return [row[field] for row in read_jsonl(p, require={field: str})]
     if p.suffix in (".txt", ".md", ""):
         return [t.strip() for t in p.read_text(encoding="utf-8").split("\n\n") if t.strip()]
     raise ToolkitError(f"{p}: unsupported text file type '{p.suffix}' (use .jsonl with a '{field}' field, or .txt)")

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from toolkit.distill.data import Messages, read_jsonl
+from toolkit.distill.data import Messages
+from toolkit.jsonl import read_jsonl
 from toolkit.distill.recipe import BlackboxSpec
 from toolkit.errors import ToolkitError
 from toolkit.manifest import RunRecord, atomic_dir, sha256_tree

@@ -11,33 +11,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
+from toolkit.jsonl import read_jsonl
 from toolkit.paths import REFERENCE_DOCS, REFERENCE_QA
 
 Messages = list[dict[str, str]]
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.is_file():
-        raise ToolkitError(f"{p}: file not found")
-    rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ToolkitError(f"{p}:{n}: invalid JSON line") from None
-        if not isinstance(row, dict):
-            raise ToolkitError(f"{p}:{n}: expected a JSON object")
-        rows.append(row)
-    return rows
 
 
 def qa_messages(question: str, context: str, context_chars: int = 1200) -> Messages:

@@ -14,32 +14,22 @@ measured through the running endpoint on the QA set.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
+from toolkit.jsonl import read_jsonl
 from toolkit.evaluation.metrics import context_overlap, exact_match, mean_reciprocal_rank, recall_at_k, token_f1
 
 
 def read_qa(path: str | Path, split: str | None, limit: int | None) -> list[dict[str, str]]:
     """QA rows ``{id, question, answer, doc_id}`` (optionally one split, first ``limit``), validated."""
     p = Path(path)
-    if not p.is_file():
-        raise ToolkitError(f"{p}: QA file not found (build it with `make reference` or set qa.path in the suite)")
-    rows = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ToolkitError(f"{p}:{n}: invalid JSON line") from None
-        missing = [k for k in ("id", "question", "answer", "doc_id") if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise ToolkitError(f"{p}:{n}: missing field '{missing[0]}'")
-        if split is None or row.get("split") == split:
-            rows.append({k: str(row[k]) for k in ("id", "question", "answer", "doc_id")})
+    fields = ("id", "question", "answer", "doc_id")
+    rows = [{k: str(row[k]) for k in fields}
+            for row in read_jsonl(p, "QA file not found (build it with `make reference` or set qa.path in the suite)",
+                                  require=dict.fromkeys(fields, object))
+            if split is None or row.get("split") == split]
     if not rows:
         raise ToolkitError(f"{p}: no QA rows" + (f" in split '{split}'" if split else ""))
     return rows[:limit] if limit else rows
