@@ -1,0 +1,41 @@
+"""The demo's plan and resume logic (the full pipeline itself runs with `make demo`)."""
+
+import json
+
+from toolkit.demo import Step, _student_winner_argv, plan, run_steps
+
+
+def test_quick_plan_is_the_user_commands_in_order(tmp_path):
+    steps, compare_dir = plan(quick=True, root=tmp_path)
+    names = [s.name for s in steps]
+    assert names == ["reference", "quantize reference-gptq-w8a8-int8", "index", "eval reference-bf16",
+                     "eval reference-gptq-w8a8-int8", "compare"]
+    assert steps[0].argv()[:3] == ["reference", "--recipe", "recipes/reference/quick.yaml"]
+    assert compare_dir == tmp_path / "reports" / "demo" / "compare"
+
+
+def test_full_plan_covers_every_recipe_and_the_student(tmp_path):
+    names = [s.name for s in plan(quick=False, root=tmp_path)[0]]
+    for recipe in ("rtn-w4a16", "gptq-w4a16", "awq-w4a16", "gptq-w8a8-int8", "fp8-dynamic"):
+        assert f"quantize reference-{recipe}" in names and f"eval reference-{recipe}" in names
+    assert names.index("distill student-kd") < names.index("precision") < names.index(
+        "quantize student with the precision winner") < names.index("compare")
+
+
+def test_finished_steps_are_skipped_and_nothing_to_do_is_not_run(tmp_path):
+    done = tmp_path / "done"
+    done.mkdir()
+
+    def must_not_run():
+        raise AssertionError("a finished step was run again")
+
+    steps = [Step("finished", done, must_not_run), Step("nothing", tmp_path / "never", lambda: None)]
+    assert run_steps(steps, tmp_path) == {}
+
+
+def test_student_is_quantized_only_when_the_winner_needs_a_checkpoint(tmp_path):
+    profile = tmp_path / "profile.yaml"
+    for winner, recipe in (("int8", "gptq-w8a8-int8.yaml"), ("fp8", "fp8-dynamic.yaml"), ("fp32", None)):
+        profile.with_suffix(".json").write_text(json.dumps({"selection": {"winner": winner}}))
+        argv = _student_winner_argv(profile, tmp_path / "student", tmp_path / "out")
+        assert (argv is None) if recipe is None else argv[2].endswith(recipe)
