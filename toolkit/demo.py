@@ -163,7 +163,8 @@ def summary_table(report_dir: Path):
 
     table = Table(title="demo results")
     for col in ("variant", "size MB", "val ppl", "QA F1", "recall@5", "p50 e2e ms (c=1)", "out tok/s (max)"):
-        table.add_column(col, justify="right" if col != "variant" else "left")
+        table.add_column(col, justify="right" if col != "variant" else "left",
+                         overflow="fold")  # variant names must stay readable in a narrow terminal
     for path in sorted(report_dir.glob("*.json")):
         r = read_report(path)
         points = [p for p in r.latency.points if p.target == "rag"]
