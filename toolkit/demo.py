@@ -10,8 +10,9 @@ Full (``make demo``)::
     -> precision selection -> student quantized with the winner -> index -> eval every variant through the
     RAG endpoint -> compare with gates -> summary table + compare.html
 
-Quick (``make demo DEMO=quick``): the reference build at reduced size, one quantized variant (W8A8-INT8, which
-vLLM-CPU serves on every x86 CPU; W4A16 needs AVX-512 there), the index, and the smoke eval suite on both variants.
+Quick (``make demo DEMO=quick``): the reference build at reduced size, one quantized variant
+(W8A8-INT8, which vLLM-CPU serves on every x86 CPU; W4A16 needs AVX-512 there), the index, and the smoke
+eval suite on both variants.
 """
 
 from __future__ import annotations
