@@ -39,3 +39,26 @@ def test_student_is_quantized_only_when_the_winner_needs_a_checkpoint(tmp_path):
         profile.with_suffix(".json").write_text(json.dumps({"selection": {"winner": winner}}))
         argv = _student_winner_argv(profile, tmp_path / "student", tmp_path / "out")
         assert (argv is None) if recipe is None else argv[2].endswith(recipe)
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    """`make demo DEMO=quick` for real: every stage's CLI, two variants evaluated through vLLM, compare."""
+    import subprocess
+    import sys
+
+    from toolkit.evaluation.report import read_report
+    from toolkit.paths import REPO_ROOT
+
+    root = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "toolkit", "demo", "--quick", "--output", str(root)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = root / "reports" / "demo"
+    for variant in ("reference-bf16", "reference-gptq-w8a8-int8"):
+        report = read_report(reports / f"{variant}.json")
+        assert report.quality.val_ppl and report.latency.points and report.quality.recall_at_k
+    assert (reports / "compare" / "compare.html").stat().st_size > 10_000
+    assert "demo finished" in proc.stdout and "reference-gptq-w8a8-int8" in proc.stdout
+    again = subprocess.run([sys.executable, "-m", "toolkit", "demo", "--quick", "--output", str(root), "--plan"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert again.stdout.count(": done") == 6  # a re-run resumes: every step is already done
