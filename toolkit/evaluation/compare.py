@@ -64,6 +64,7 @@ class GateResult:
     label: str
     ok: bool
     detail: str
+    skipped: bool = False  # the variant was not served here (quality-only report): nothing to check
 
 
 @dataclass
@@ -211,11 +212,17 @@ def _evaluate_gates(c: Comparison, g: Gates) -> list[GateResult]:
         else:
             out.append(GateResult(name, label, value <= limit, f"{fmt(value)} (limit {fmt(limit)})"))
 
+    served_gates = ("max-f1-drop", "max-em-drop", "max-mrr-drop", "max-p50-regression", "max-p99-regression",
+                    "max-ttft-regression", "min-f1", "max-p50-ms")
     for e in c.entries:
         q, bq = e.report.quality, base.report.quality
+        if e is not base and g.max_ppl_increase is not None:
+            check("max-ppl-increase", e.label, _rel(q.val_ppl, bq.val_ppl), g.max_ppl_increase, pct)
+        if e.report.latency.not_served:
+            out.extend(GateResult(name, e.label, True, f"skipped: not served ({e.report.latency.not_served})", True)
+                       for name in served_gates if getattr(g, name.replace("-", "_")) is not None)
+            continue
         if e is not base:
-            if g.max_ppl_increase is not None:
-                check("max-ppl-increase", e.label, _rel(q.val_ppl, bq.val_ppl), g.max_ppl_increase, pct)
             for name, attr, limit in (("max-f1-drop", "qa_f1", g.max_f1_drop), ("max-em-drop", "qa_exact_match", g.max_em_drop),
                                       ("max-mrr-drop", "mrr", g.max_mrr_drop)):
                 if limit is not None:
@@ -298,7 +305,8 @@ def compare(paths: list[str | Path], baseline: str | Path | None = None, gates: 
             base = extra
     else:
         base = entries[0]
-    common = [p.name for p in base.report.latency.points if all(e.point(p.name) for e in entries)]
+    served = [e for e in entries if not e.report.latency.not_served]  # quality-only reports have no points
+    common = [p.name for p in base.report.latency.points if all(e.point(p.name) for e in served)]
     closed = [p for p in base.report.latency.points if p.name in common and p.mode == "concurrency"]
     headline = max(closed, key=lambda p: p.concurrency or 0).name if closed else (common[0] if common else None)
     c = Comparison(entries, base, _mismatches(entries, base), common, headline)

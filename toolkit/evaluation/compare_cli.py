@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     print(c.recommendation)
     print(f"wrote {out / 'compare.md'} and {out / 'compare.html'}")
     for g in c.gates:
-        print(f"{'PASS' if g.ok else 'FAIL'} gate {g.gate} [{g.label}]: {g.detail}",
+        print(f"{'SKIP' if g.skipped else 'PASS' if g.ok else 'FAIL'} gate {g.gate} [{g.label}]: {g.detail}",
               file=sys.stdout if g.ok else sys.stderr)
     if c.failed:
         names = sorted({g.gate for g in c.failed})

@@ -49,12 +49,13 @@ def stage_parts(point) -> dict[str, float]:
 def stage_bars(c: "Comparison") -> bytes | None:
     if c.headline_point is None:
         return None
-    plt, fig, ax = _figure(height=0.7 * len(c.entries) + 1.8)
-    labels = [e.label for e in c.entries]
+    served = [e for e in c.entries if e.point(c.headline_point)]  # quality-only reports have no points
+    plt, fig, ax = _figure(height=0.7 * len(served) + 1.8)
+    labels = [e.label for e in served]
     left = [0.0] * len(labels)
     colors = plt.get_cmap("tab10").colors
     for i, part in enumerate(STAGE_PARTS):
-        widths = [stage_parts(e.point(c.headline_point))[part] for e in c.entries]
+        widths = [stage_parts(e.point(c.headline_point))[part] for e in served]
         ax.barh(labels, widths, left=left, label=part, color=colors[i % 10])
         left = [a + b for a, b in zip(left, widths)]
     ax.set_xlabel(f"mean time per request at {c.headline_point} (ms)")

@@ -75,7 +75,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def _gate_lines(c: Comparison) -> list[str]:
-    return [f"{'PASS' if g.ok else 'FAIL'} {g.gate} [{g.label}]: {g.detail}" for g in c.gates]
+    return [f"{'SKIP' if g.skipped else 'PASS' if g.ok else 'FAIL'} {g.gate} [{g.label}]: {g.detail}" for g in c.gates]
 
 
 def _header(c: Comparison) -> list[str]:
@@ -84,8 +84,15 @@ def _header(c: Comparison) -> list[str]:
             f"hardware: {env.fingerprint}; prefix caching {'on' if env.prefix_caching else 'off'}."]
 
 
+def _not_served(c: Comparison) -> list[str]:
+    """Variants with a quality-only report (``eval --no-serve``): why they have no latency numbers."""
+    return [f"{x.label}: {x.report.latency.not_served}" for x in c.entries if x.report.latency.not_served]
+
+
 def to_markdown(c: Comparison, figure_files: dict[str, str]) -> str:
     parts = ["# Eval comparison", "", *_header(c), "", f"**{c.recommendation}**", ""]
+    if _not_served(c):
+        parts += ["Not served here (quality only):", ""] + [f"- {x}" for x in _not_served(c)] + [""]
     if c.warnings:
         parts += ["## Warnings: not like-for-like", ""] + [f"- {w}" for w in c.warnings] + [""]
     if c.gates:
@@ -104,7 +111,7 @@ def to_markdown(c: Comparison, figure_files: dict[str, str]) -> str:
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#eef}.warn{background:#fff3cd;padding:0.5em 1em;border:1px solid #e0c060}
-.fail{color:#b00020;font-weight:bold}.pass{color:#1b7f2a}.rec{font-size:1.1em;background:#e8f5e9;padding:0.6em 1em;border-left:4px solid #2e7d32}
+.fail{color:#b00020;font-weight:bold}.pass{color:#1b7f2a}.skip{color:#777}.rec{font-size:1.1em;background:#e8f5e9;padding:0.6em 1em;border-left:4px solid #2e7d32}
 img{max-width:100%;border:1px solid #ddd;margin-bottom:1.5em}"""
 
 
@@ -118,12 +125,15 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
 def to_html(c: Comparison, figures: dict[str, bytes]) -> str:
     e = html.escape
     body = ["<h1>Eval comparison</h1>", *(f"<p>{e(x)}</p>" for x in _header(c)), f"<p class='rec'>{e(c.recommendation)}</p>"]
+    if _not_served(c):
+        body.append("<p>Not served here (quality only):</p><ul>" + "".join(f"<li>{e(x)}</li>" for x in _not_served(c))
+                    + "</ul>")
     if c.warnings:
         body.append("<div class='warn'><h2>Warnings: not like-for-like</h2><ul>"
                     + "".join(f"<li>{e(w)}</li>" for w in c.warnings) + "</ul></div>")
     if c.gates:
         body.append("<h2>Gates</h2><ul>" + "".join(
-            f"<li class='{'pass' if g.ok else 'fail'}'>{e(line)}</li>" for g, line in zip(c.gates, _gate_lines(c))) + "</ul>")
+            f"<li class='{'skip' if g.skipped else 'pass' if g.ok else 'fail'}'>{e(line)}</li>" for g, line in zip(c.gates, _gate_lines(c))) + "</ul>")
     body += ["<h2>Metrics (delta vs baseline in brackets)</h2>", _html_table(*metric_table(c)),
              "<h2>Latency percentiles per load point (ms)</h2>"]
     for title, head, rows in percentile_tables(c):

