@@ -3,7 +3,8 @@
 Order of work, chosen so that measurements do not disturb each other: (1) validation perplexity in this
 process with transformers, model freed afterwards; (2) start vLLM + the RAG endpoint (unless ``--url``);
 (3) answer quality and retrieval on the QA set; (4) latency load points against the endpoint, then the same
-points against the bare engine; (5) write the report and its raw-records sidecar atomically.
+points against the bare engine; (5) write the report and its raw-records sidecar atomically. With
+``--no-serve`` (a checkpoint vLLM cannot serve on this machine) only (1) runs: a quality-only report.
 """
 
 from __future__ import annotations
