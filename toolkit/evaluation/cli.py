@@ -186,15 +186,16 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
 
 def _not_served_reason(args: argparse.Namespace, model: str, stack) -> str | None:
     """Why this eval measures quality only (``--no-serve``), or None; raises if serving is impossible here."""
+    from toolkit.engine.kernels import serving_blocker
+    from toolkit.serving.profiles import load_profile
+
     if getattr(args, "no_serve", False):
         if args.url or stack is not None:
             raise ToolkitError("--no-serve: cannot be combined with --url (nothing would be measured there)")
-        return "--no-serve: quality-only report (perplexity), no engine started"
+        why = serving_blocker(model, load_profile(args.profile).device)
+        return f"--no-serve: {why}" if why else "--no-serve: quality-only report (perplexity), no engine started"
     if stack is None and not args.url:
         _index_dir(args)
-        from toolkit.engine.kernels import serving_blocker
-        from toolkit.serving.profiles import load_profile
-
         if blocker := serving_blocker(model, load_profile(args.profile).device):
             raise ToolkitError(f"{blocker}; run `toolkit eval --no-serve` for its perplexity only")
     return None
