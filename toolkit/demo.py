@@ -43,9 +43,9 @@ QUANT_RECIPES = ("rtn-w4a16", "gptq-w4a16", "awq-w4a16", "gptq-w8a8-int8", "fp8-
 # Demo-sized runs of the shipped recipes (the flags are printed with each command): 64 calibration windows of
 # 512 tokens are plenty for a 5.5M-parameter model and halve AWQ's grid search, the demo's slowest quantization.
 DEMO_CALIBRATION_SAMPLES = "64"
-# On a CPU the demo measures the formats a CPU can win with: FP16 and FP8 have no CPU matmul units in vLLM-CPU
-# (always converted; 0.5x and 0.2x of FP32 decode on the reference model) and TF32 is CUDA-only. `make
-# precision` measures all six; on a GPU the demo does too.
+# On a CPU the demo measures FP32, BF16 and INT8, each one vLLM engine start: vLLM-CPU dequantizes FP8 weights
+# on every CPU, FP16 is converted on all but AMX-FP16 parts (0.2x and 0.5x of FP32 decode on the reference
+# model here) and TF32 is CUDA-only. `make precision` measures all six; on a GPU the demo does too.
 DEMO_CPU_PRECISION = "fp32,bf16,int8"
 WINNER_RECIPE = {"int8": "gptq-w8a8-int8", "fp8": "fp8-dynamic"}  # formats that need a quantized checkpoint
 GATES = ["--max-ppl-increase", "25%", "--max-f1-drop", "0.05"]
