@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.distill.data import Messages
-from toolkit.jsonl import read_jsonl
 from toolkit.distill.recipe import BlackboxSpec
 from toolkit.errors import ToolkitError
+from toolkit.jsonl import read_jsonl
 from toolkit.manifest import RunRecord, atomic_dir, sha256_tree
 from toolkit.paths import ARTIFACTS
 

@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     console.print(f"vLLM engine load: {v['engine_load_s']:.1f} s (not included in tok/s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": model, "rows": rows, "transformers_dtype": t["dtype"], "transformers_threads": t["threads"],
+        Path(args.json).write_text(json.dumps({"model": model, "rows": rows, "transformers_dtype": t["dtype"],
+                                               "transformers_threads": t["threads"],
                                                "vllm_engine_load_s": v["engine_load_s"],
                                                "hardware": hardware_report()}, indent=2))
     return 0

@@ -158,12 +158,12 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
         if ppl["error"]:
             console.print(f"[yellow]perplexity not measured:[/] {ppl['error']}")
 
-    console.print(f"[yellow]not served[/]: {not_served}" if not_served else "[bold]starting[/] vLLM + RAG endpoint"
-                  if not args.url else f"[bold]using[/] endpoint {args.url}")
+    console.print(f"[yellow]not served[/]: {not_served}" if not_served else
+                  "[bold]starting[/] vLLM + RAG endpoint" if not args.url else f"[bold]using[/] endpoint {args.url}")
     served = _NOT_SERVED if not_served else _serve_and_measure(args, suite, model, stack, rows, hw, console)
     quality.update(served["quality"])
     points, engine_points, records = served["points"], served["engine_points"], served["records"]
-    sampler, startup_s, note = served["sampler"], served["startup_s"], served["note"]
+    startup_s, note = served["startup_s"], served["note"]
     started = not not_served and (stack is not None or not args.url)
     report = Report(
         model=ModelInfo(path=str(Path(model).resolve()) if Path(model).exists() else model, name=Path(model).name,
@@ -171,8 +171,8 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
         quality=Quality(**quality),
         latency=Latency(points=points, engine_alone=engine_points, not_served=not_served),
         resources=Resources(size_on_disk_bytes=size_on_disk(model) if Path(model).exists() else None,
-                            engine_startup_s=startup_s, engine_peak_rss_mb=sampler.peak_rss_mb,
-                            gpu_memory_mb=sampler.peak_gpu_mb,
+                            engine_startup_s=startup_s, engine_peak_rss_mb=served["peak_rss_mb"],
+                            gpu_memory_mb=served["peak_gpu_mb"],
                             note=note or (None if started or not_served else
                                           "external stack: start-up time and memory not measured")),
         environment=Environment(hardware=hw, fingerprint=hardware_fingerprint(hw), git_commit=_git_commit(),
@@ -201,12 +201,8 @@ def _not_served_reason(args: argparse.Namespace, model: str, stack) -> str | Non
     return None
 
 
-class _NoSampler:
-    peak_rss_mb = peak_gpu_mb = None
-
-
-_NOT_SERVED: dict[str, Any] = {"quality": {}, "points": [], "engine_points": [], "records": [],
-                               "sampler": _NoSampler(), "startup_s": None, "note": None}
+_NOT_SERVED: dict[str, Any] = {"quality": {}, "points": [], "engine_points": [], "records": [], "startup_s": None,
+                               "peak_rss_mb": None, "peak_gpu_mb": None, "note": None}
 
 
 def _serve_and_measure(args: argparse.Namespace, suite, model: str, stack, rows: list[dict[str, str]], hw,
@@ -244,7 +240,8 @@ def _serve_and_measure(args: argparse.Namespace, suite, model: str, stack, rows:
                     if summary["errors"]:
                         console.print(f"[yellow]{summary['errors']} errors[/]: {summary['error_examples']}")
     return {"quality": qmetrics, "points": points, "engine_points": engine_points, "records": records,
-            "sampler": sampler, "startup_s": startup_s, "note": note}
+            "startup_s": startup_s, "peak_rss_mb": sampler.peak_rss_mb, "peak_gpu_mb": sampler.peak_gpu_mb,
+            "note": note}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
-from toolkit.jsonl import read_jsonl
 from toolkit.evaluation.metrics import context_overlap, exact_match, mean_reciprocal_rank, recall_at_k, token_f1
+from toolkit.jsonl import read_jsonl
 
 
 def read_qa(path: str | Path, split: str | None, limit: int | None) -> list[dict[str, str]]:

@@ -97,9 +97,9 @@ def _paths(args: argparse.Namespace, model: Path) -> tuple[Path, Path, Path]:
 
 
 def _measure(args: argparse.Namespace, recipe, model: Path, work: Path, console) -> dict[str, Any]:
-    from toolkit.hardware import hardware_fingerprint, hardware_report
     from rich.markup import escape
 
+    from toolkit.hardware import hardware_fingerprint, hardware_report
     from toolkit.manifest import RunRecord, atomic_dir
     from toolkit.paths import reference_split
     from toolkit.precision.candidates import plan

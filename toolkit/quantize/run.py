@@ -55,8 +55,9 @@ def compute_dtype(model):
     from toolkit.hardware import hardware_report
 
     dtype = next(model.parameters()).dtype
-    native = hardware_report()["supports"]
-    if hardware_report()["device"] == "cpu" and (
+    hw = hardware_report()
+    native = hw["supports"]
+    if hw["device"] == "cpu" and (
             (dtype == torch.bfloat16 and not native["bf16"]) or (dtype == torch.float16 and not native["fp16"])):
         return torch.float32
     return dtype

