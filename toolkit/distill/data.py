@@ -23,10 +23,10 @@ Messages = list[dict[str, str]]
 
 
 def qa_messages(question: str, context: str, context_chars: int = 1200) -> Messages:
-    """The reference RAG prompt (:func:`toolkit.reference.qa.rag_messages`, the layout the reference model
-    was trained on) with the gold document, cut at a word boundary to ``context_chars``, as the context.
-    Used for teacher answers, QA chat examples and the benchmark's F1."""
-    from toolkit.reference.qa import rag_messages
+    """The RAG prompt (:func:`toolkit.prompt.rag_messages`, the layout every stage uses) with the gold
+    document, cut at a word boundary to ``context_chars``, as the context. Used for teacher answers, QA chat
+    examples and the benchmark's F1."""
+    from toolkit.prompt import rag_messages
 
     ctx = context[:context_chars].rsplit(" ", 1)[0] if len(context) > context_chars else context
     return rag_messages(question, [ctx])

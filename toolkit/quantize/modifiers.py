@@ -37,6 +37,11 @@ def quantized_layers(model, recipe: QuantizeRecipe) -> list[tuple[str, Any]]:
     return list(match_named_modules(model, list(recipe.targets), list(recipe.ignore)))
 
 
+def fitting_group_sizes(input_sizes: list[int], candidates: tuple[int, ...] = (256, 128, 64, 32, 16)) -> list[int]:
+    """The usual group sizes (largest first) that divide every input size: groups never straddle rows."""
+    return [g for g in candidates if all(n % g == 0 for n in input_sizes)]
+
+
 def check_against_model(model, recipe: QuantizeRecipe, source: str = "recipe") -> int:
     """Fail early, before any calibration, if the recipe cannot apply; return the number of layers hit.
 
@@ -53,9 +58,12 @@ def check_against_model(model, recipe: QuantizeRecipe, source: str = "recipe") -
         if bad:
             name, cols = bad[0]
             hidden = getattr(model.config, "hidden_size", "?")
+            fits = fitting_group_sizes([m.weight.shape[-1] for _, m in layers])
+            way_out = (f"group sizes that divide every layer: {', '.join(map(str, fits))}" if fits else
+                       "no group size of 16 or more divides every layer: use a per-channel scheme (W8A16, W8A8)")
             raise ToolkitError(f"{source}: field 'group_size': {gs} does not divide the input size {cols} of "
-                               f"{name} (hidden_size {hidden}; {len(bad)} layer(s) affected); pick a divisor "
-                               "or add them to 'ignore'")
+                               f"{name} (hidden_size {hidden}; {len(bad)} layer(s) affected); {way_out}, "
+                               "or add those layers to 'ignore'")
     return len(layers)
 
 

@@ -19,10 +19,16 @@ from typing import Any
 from toolkit.config import dump_recipe
 from toolkit.errors import ToolkitError
 from toolkit.manifest import RunRecord, atomic_dir, read_manifest
+from toolkit.prompt import prompt_record
 from toolkit.reference.recipe import ReferenceRecipe
 
-OUTPUTS = ("docs.jsonl", "qa.jsonl", "splits/train.jsonl", "splits/validation.jsonl", "splits/test.jsonl",
-           "tokenizer/tokenizer.json", "model/config.json", "model/model.safetensors", "model/tokenizer.json")
+PRETRAINED_OUTPUTS = ("docs.jsonl", "qa.jsonl", "splits/train.jsonl", "splits/validation.jsonl",
+                      "splits/test.jsonl", "model/config.json", "model/model.safetensors", "model/tokenizer.json")
+OUTPUTS = (*PRETRAINED_OUTPUTS, "tokenizer/tokenizer.json")  # a model trained from scratch has its tokenizer too
+
+
+def outputs(recipe: ReferenceRecipe) -> tuple[str, ...]:
+    return PRETRAINED_OUTPUTS if recipe.pretrained else OUTPUTS
 
 
 def _python_version() -> str:
@@ -36,7 +42,7 @@ def up_to_date(out: Path, recipe: ReferenceRecipe) -> bool:
         manifest
         and manifest.get("recipe") == dump_recipe(recipe)
         and manifest.get("results", {}).get("python") == _python_version()
-        and all((out / f).is_file() for f in OUTPUTS)
+        and all((out / f).is_file() for f in outputs(recipe))
     )
 
 
@@ -74,8 +80,15 @@ def build_reference(recipe: ReferenceRecipe, out: Path, recipe_path: Path, force
         print(f"{out}: up to date with {recipe_path} (use --force to rebuild)")
         return read_manifest(out) or {}
     from toolkit.modeling import read_texts
-    from toolkit.reference.tokenizer import train_tokenizer
 
+    if recipe.pretrained:  # a missing package or file fails now, not after the corpus is built
+        from toolkit.reference.pretrained import locate_gguf
+
+        p = recipe.pretrained
+        try:
+            locate_gguf(p.package, p.version, p.file)
+        except ToolkitError as exc:
+            raise ToolkitError(f"{recipe_path}: {exc}") from None
     record = RunRecord("reference")
     record.recipe = dump_recipe(recipe)
     record.add_input("recipe", recipe_path)
@@ -85,28 +98,84 @@ def build_reference(recipe: ReferenceRecipe, out: Path, recipe_path: Path, force
         _print_corpus(stats)
 
         train_texts = read_texts(tmp / "splits" / "train.jsonl")
-        with record.timed("tokenizer"):
-            tok_record = RunRecord("reference-tokenizer")
-            tok_record.recipe = dump_recipe(recipe.tokenizer)
-            _add_input(tok_record, "train_split", tmp / "splits" / "train.jsonl", tmp, out)
-            tokenizer = train_tokenizer(train_texts, recipe.tokenizer.vocab_size, tmp / "tokenizer",
-                                        model_max_length=recipe.tokenizer.model_max_length)
-            tok_record.results = {"vocab_size": len(tokenizer)}
-            tok_record.write(tmp / "tokenizer")
-        print(f"tokenizer: byte-level BPE, {len(tokenizer)} tokens ({record.timings['tokenizer']:.1f} s)")
-
-        model_results = _train_and_evaluate(recipe, tmp, out, tokenizer, train_texts, qa, record, progress)
+        if recipe.pretrained:
+            model_results = _convert_and_evaluate(recipe, tmp, train_texts, record, progress)
+        else:
+            model_results = _train_from_scratch(recipe, tmp, out, train_texts, qa, record, progress)
         record.results = {"python": _python_version(), **stats, "model": model_results}
         record.write(tmp)
     print(f"reference artifacts written to {out}")
     return read_manifest(out) or {}
 
 
+def _train_from_scratch(recipe: ReferenceRecipe, tmp: Path, out: Path, train_texts: list[str], qa: list[dict],
+                        record: RunRecord, progress: bool) -> dict[str, Any]:
+    from toolkit.reference.tokenizer import train_tokenizer
+
+    with record.timed("tokenizer"):
+        tok_record = RunRecord("reference-tokenizer")
+        tok_record.recipe = dump_recipe(recipe.tokenizer)
+        _add_input(tok_record, "train_split", tmp / "splits" / "train.jsonl", tmp, out)
+        tokenizer = train_tokenizer(train_texts, recipe.tokenizer.vocab_size, tmp / "tokenizer",
+                                    model_max_length=recipe.tokenizer.model_max_length)
+        tok_record.results = {"vocab_size": len(tokenizer)}
+        tok_record.write(tmp / "tokenizer")
+    print(f"tokenizer: byte-level BPE, {len(tokenizer)} tokens ({record.timings['tokenizer']:.1f} s)")
+    return _train_and_evaluate(recipe, tmp, out, tokenizer, train_texts, qa, record, progress)
+
+
+def _convert_and_evaluate(recipe: ReferenceRecipe, tmp: Path, train_texts: list[str], record: RunRecord,
+                          progress: bool) -> dict[str, Any]:
+    """The pretrained model (converted once, cached) linked into ``model/``, scored like a trained one."""
+    from toolkit.modeling import load_tokenizer
+    from toolkit.reference.pretrained import converted_checkpoint, link_tree
+
+    p, t = recipe.pretrained, recipe.training
+    with record.timed("conversion"):
+        src, conversion = converted_checkpoint(p.package, p.version, p.file, p.save_dtype)
+        link_tree(src, tmp / "model")
+    mrec = RunRecord("reference-model")
+    mrec.recipe = {"pretrained": dump_recipe(p), "training": dump_recipe(t), "seed": recipe.seed}
+    mrec.inputs["gguf"] = conversion["inputs"]["gguf"]
+    tokenizer = load_tokenizer(tmp / "model")
+    conv = conversion["results"]
+    print(f"model: {conv['architecture']} {conv['parameters'] / 1e6:.1f}M parameters, {conv['num_hidden_layers']} "
+          f"layers, hidden {conv['hidden_size']}; weights {conv['gguf_file_type']} upstream, saved in {p.save_dtype}")
+    with record.timed("evaluation"), mrec.timed("evaluation"):
+        ppl, unigram, n_windows = _validation_perplexity(recipe, tmp, tokenizer, train_texts, progress)
+    results = {
+        "source": "pretrained", **{k: conv[k] for k in ("architecture", "parameters", "gguf_file_type")},
+        "saved_dtype": p.save_dtype, "conversion_s": conversion["timings_s"]["conversion"],
+        "conversion_cache": str(src), "validation_tokens": n_windows * (t.seq_len - 1),
+        "validation_perplexity": round(ppl, 3), "unigram_validation_perplexity": round(unigram, 3),
+        "prompt": prompt_record(),
+    }
+    mrec.results = results
+    mrec.write(tmp / "model")
+    print(f"validation perplexity: model {ppl:.2f} vs unigram baseline {unigram:.2f} "
+          f"({n_windows} windows x {t.seq_len} tokens)")
+    return results
+
+
+def _validation_perplexity(recipe: ReferenceRecipe, tmp: Path, tokenizer, train_texts: list[str],
+                           progress: bool) -> tuple[float, float, int]:
+    """Perplexity of ``model/`` as other stages load it, and a unigram baseline on the same tokens."""
+    from toolkit.modeling import load_causal_lm, perplexity, read_texts, token_windows
+    from toolkit.reference import train as tr
+
+    t = recipe.training
+    windows = token_windows(tokenizer, read_texts(tmp / "splits" / "validation.jsonl"), t.seq_len,
+                            max_windows=t.eval_windows)
+    saved = load_causal_lm(tmp / "model")  # dtype "auto": the checkpoint as saved
+    ppl = perplexity(saved, windows, progress="validation perplexity" if progress else None)
+    train_ids = [i for w in tr.lm_windows(tokenizer, train_texts, t.seq_len) for i in w["input_ids"]]
+    return ppl, tr.unigram_perplexity(train_ids, windows, len(tokenizer)), len(windows)
+
+
 def _train_and_evaluate(recipe: ReferenceRecipe, tmp: Path, out: Path, tokenizer, train_texts: list[str],
                         qa: list[dict], record: RunRecord, progress: bool) -> dict[str, Any]:
     import torch
 
-    from toolkit.modeling import load_causal_lm, perplexity, read_texts, token_windows
     from toolkit.reference import train as tr
 
     t, m = recipe.training, recipe.model
@@ -134,24 +203,20 @@ def _train_and_evaluate(recipe: ReferenceRecipe, tmp: Path, out: Path, tokenizer
         model.to(getattr(torch, m.save_dtype)).save_pretrained(str(model_dir))
         tokenizer.save_pretrained(str(model_dir))
     with record.timed("evaluation"), mrec.timed("evaluation"):
-        windows = token_windows(tokenizer, read_texts(tmp / "splits" / "validation.jsonl"), t.seq_len,
-                                max_windows=t.eval_windows)
-        saved = load_causal_lm(model_dir)  # the checkpoint as other stages load it (dtype "auto")
-        ppl = perplexity(saved, windows, progress="validation perplexity" if progress else None)
-        train_ids = [i for w in lm for i in w["input_ids"]]
-        unigram = tr.unigram_perplexity(train_ids, windows, len(tokenizer))
+        ppl, unigram, n_windows = _validation_perplexity(recipe, tmp, tokenizer, train_texts, progress)
     tokens_seen = t.max_steps * t.batch_size * t.grad_accum * t.seq_len
     results = {
-        "parameters": n_params, "saved_dtype": m.save_dtype, "torch_threads": torch.get_num_threads(), **metrics,
+        "source": "scratch", "parameters": n_params, "saved_dtype": m.save_dtype, "torch_threads": torch.get_num_threads(), **metrics,
         "train_tokens_seen": tokens_seen, "train_tokens_per_s": round(tokens_seen / max(metrics["train_runtime_s"], 1e-9)),
         "lm_windows": len(lm), "chat_windows": len(chat), "chat_examples": n_chat,
-        "validation_tokens": len(windows) * (t.seq_len - 1),
+        "validation_tokens": n_windows * (t.seq_len - 1),
         "validation_perplexity": round(ppl, 3), "unigram_validation_perplexity": round(unigram, 3),
+        "prompt": prompt_record(),
     }
     mrec.results = results
     mrec.write(model_dir)
     print(f"validation perplexity: model {ppl:.2f} vs unigram baseline {unigram:.2f} "
-          f"({len(windows)} windows x {t.seq_len} tokens, model saved in {m.save_dtype})")
+          f"({n_windows} windows x {t.seq_len} tokens, model saved in {m.save_dtype})")
     return results
 
 

