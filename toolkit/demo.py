@@ -248,8 +248,9 @@ def run(args: argparse.Namespace) -> int:
     timings = run_steps(steps, root)
     log = root / "reports" / "demo-timings.json"  # per-step wall seconds, merged over resumed runs
     previous = json.loads(log.read_text()) if log.is_file() else {}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text(json.dumps({**previous, **timings}, indent=1) + "\n")
+    from toolkit.manifest import atomic_write_text
+
+    atomic_write_text(log, json.dumps({**previous, **timings}, indent=1) + "\n")
     console = Console(width=None if sys.stdout.isatty() else 130)  # a log file keeps the table readable
     console.print(summary_table(root / "reports" / "demo"))
     console.print(f"demo finished in {time.perf_counter() - t:.0f} s; report: {_rel(compare_dir / 'compare.html')}")

@@ -1,7 +1,9 @@
 """Atomic artifact directories and their provenance manifest (``toolkit_manifest.json``).
 
-An artifact is built in a temporary sibling directory and renamed into place only when complete, so an
-interrupted or failed run leaves the previous artifact untouched and no partial directory behind. The
+An artifact is built in a temporary sibling directory and installed in one atomic step only when complete, so
+an interrupted or failed run leaves the previous artifact untouched and no partial directory behind; the
+writers (:func:`atomic_dir`, :func:`atomic_write_text`, :func:`atomic_write_bytes`) live in
+:mod:`toolkit.atomic` and are re-exported here, the one place every stage imports them from. The
 manifest records what went in (paths and content hashes), the resolved recipe, library versions, hardware,
 wall time, peak RSS and size on disk, so any number in a report can be traced to its inputs.
 """
@@ -11,16 +13,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import resource
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from toolkit.atomic import atomic_dir, atomic_write_bytes, atomic_write_text, clean_stale
 from toolkit.errors import ToolkitError
+
+__all__ = ["MANIFEST_NAME", "RunRecord", "atomic_dir", "atomic_write_bytes", "atomic_write_text", "clean_stale",
+           "describe_input", "peak_rss_mb", "read_manifest", "sha256_file", "sha256_tree", "size_on_disk"]
 
 MANIFEST_NAME = "toolkit_manifest.json"
 
@@ -67,37 +70,6 @@ def peak_rss_mb() -> float:
     return round(max(own, kids) / 1024, 1)
 
 
-@contextlib.contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary sibling of ``final``; on success it replaces ``final`` in one rename.
-
-    On any exception (including KeyboardInterrupt) the temporary directory is removed and ``final`` is left
-    exactly as it was.
-    """
-    final = Path(final)
-    parent = final.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ToolkitError(f"{parent}: cannot create output directory ({exc.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise ToolkitError(f"{parent}: output directory is not writable")
-    if final.exists() and not final.is_dir():
-        raise ToolkitError(f"{final}: exists and is not a directory")
-    tmp = parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 class RunRecord:
     """Collects provenance while a stage runs; :meth:`write` stores it as the artifact's manifest."""
 
@@ -139,7 +111,7 @@ class RunRecord:
     def write(self, out_dir: str | Path) -> dict[str, Any]:
         out = Path(out_dir)
         data = self.to_dict(out)
-        (out / MANIFEST_NAME).write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+        atomic_write_text(out / MANIFEST_NAME, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
         return data
 
 

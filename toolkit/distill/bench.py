@@ -144,8 +144,9 @@ def _bench(args: argparse.Namespace) -> int:
         "bench_wall_s": round(time.perf_counter() - t0, 1),
     }
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    from toolkit.manifest import atomic_write_text
+
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     _print(report)
     print(f"\nreport: {out}")
     return 0

@@ -94,8 +94,9 @@ def main(job_path: str, result_path: str) -> None:
     load_s = time.perf_counter() - t
     result = {"generate": _generate, "throughput": _throughput}[job["task"]](llm, job)
     result["engine_load_s"] = load_s
-    with open(result_path, "w") as f:
-        json.dump(result, f)
+    from toolkit.manifest import atomic_write_text  # stdlib-only: fine in the serving environment
+
+    atomic_write_text(result_path, json.dumps(result))
 
 
 if __name__ == "__main__":  # vLLM's engine core is a spawned process: the guard is required

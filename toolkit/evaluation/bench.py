@@ -107,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     console.print(f"vLLM engine load: {v['engine_load_s']:.1f} s (not included in tok/s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": model, "rows": rows, "transformers_dtype": t["dtype"],
-                                               "transformers_threads": t["threads"],
-                                               "vllm_engine_load_s": v["engine_load_s"],
-                                               "hardware": hardware_report()}, indent=2))
+        from toolkit.manifest import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"model": model, "rows": rows, "transformers_dtype": t["dtype"],
+                                                 "transformers_threads": t["threads"],
+                                                 "vllm_engine_load_s": v["engine_load_s"],
+                                                 "hardware": hardware_report()}, indent=2))
     return 0
 
 

@@ -60,6 +60,7 @@ def eval_profile(profile: str | None, suite, out_dir: Path) -> Path:
     import yaml
 
     from toolkit.config import dump_recipe
+    from toolkit.manifest import atomic_write_text
     from toolkit.serving.profiles import load_profile
 
     prof = load_profile(profile)
@@ -68,7 +69,7 @@ def eval_profile(profile: str | None, suite, out_dir: Path) -> Path:
         prof.endpoint.cache_size = 0
     prof.engine.extra_args = {**prof.engine.extra_args, **suite.engine.extra_args}
     path = out_dir / "eval-profile.yaml"
-    path.write_text(yaml.safe_dump(dump_recipe(prof), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(dump_recipe(prof), sort_keys=False))
     return path
 
 

@@ -8,8 +8,6 @@ Both are written to a temporary sibling and renamed into place, so a crash never
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from toolkit.config import describe_validation_error
 from toolkit.errors import ToolkitError
+from toolkit.manifest import atomic_write_text
 
 SCHEMA = "toolkit.eval.report/1"
 
@@ -132,15 +131,6 @@ def records_path(report_path: str | Path) -> Path:
     return p.with_name(p.name.removesuffix(".json") + ".records.jsonl")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_report(report: Report, path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """Write the sidecar records, then the report (which names them), each atomically."""
     p = Path(path)
@@ -149,9 +139,9 @@ def write_report(report: Report, path: str | Path, records: Iterable[dict[str, A
     except OSError as exc:
         raise ToolkitError(f"{p.parent}: cannot create output directory ({exc.strerror})") from None
     side = records_path(p)
-    _atomic_write(side, "".join(json.dumps(r, default=str) + "\n" for r in records))
+    atomic_write_text(side, "".join(json.dumps(r, default=str) + "\n" for r in records))
     report.records_file = side.name
-    _atomic_write(p, json.dumps(report.to_json(), indent=2) + "\n")
+    atomic_write_text(p, json.dumps(report.to_json(), indent=2) + "\n")
     return p
 
 

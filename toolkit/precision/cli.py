@@ -167,14 +167,6 @@ def _measure(args: argparse.Namespace, recipe, model: Path, work: Path, console)
     return result
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a file through a temporary sibling and a rename: readers never see half a profile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
@@ -221,8 +213,10 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold {style}]{escape(selection['message'])}[/]")
     profile = build_profile(result)
     result["serve"] = {"model": serve_model(result), "profile": str(output)}
-    _write_text(json_out, json.dumps(result, indent=2) + "\n")
-    _write_text(output, dump_profile(profile, result))
+    from toolkit.manifest import atomic_write_text  # readers never see half a profile; runs never collide
+
+    atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(output, dump_profile(profile, result))
     console.print(f"profile: {output}\nmeasurements: {json_out}\n"
                   f"serve it: make serve MODEL={result['serve']['model']} PROFILE={output}")
     return 0

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
-from toolkit.manifest import read_manifest, sha256_tree
+from toolkit.manifest import atomic_write_text, read_manifest, sha256_tree
 from toolkit.paths import REPO_ROOT
 from toolkit.precision.candidates import Planned
 from toolkit.precision.settings import PrecisionRecipe, QuantizeSettings, ThroughputSettings
@@ -85,7 +85,7 @@ def quantized_checkpoint(model: Path, candidate: str, recipe: Path, work_dir: Pa
         lines = [ln for ln in tail.decode(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
         raise ToolkitError(f"quantize ({recipe.name}) failed (exit {proc.returncode}): "
                            f"{(lines or ['no output'])[-1][:300]}")
-    stamp.write_text(json.dumps(want))
+    atomic_write_text(stamp, json.dumps(want))
     return out
 
 

@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    from toolkit.manifest import atomic_write_text
+
+    atomic_write_text(out, json.dumps(report, indent=2, default=str) + "\n")
     render(report)
     print(f"saved {out}")
     return 0
