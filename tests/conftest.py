@@ -143,3 +143,28 @@ def small_index(tmp_path_factory, small_docs, embedder) -> Path:
     out = tmp_path_factory.mktemp("index") / "flat"
     build_index(small_docs, out, IndexConfig(chunk_words=24, chunk_overlap=6), embedder=embedder, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def hardware_reports() -> dict[str, dict]:
+    """Hand-written hardware reports of supported machines (tests/data/hardware_reports.json), by name:
+    tests decide against these so that their expected values hold on any CI machine."""
+    import json
+
+    reports = json.loads((Path(__file__).parent / "data" / "hardware_reports.json").read_text())
+    reports.pop("_comment")
+    return reports
+
+
+@pytest.fixture
+def as_machine(monkeypatch, hardware_reports):
+    """``as_machine("epyc-avx2")``: for this test, ``toolkit.hardware.hardware_report()`` returns that fixed
+    report (every caller imports it lazily from the module, so this reaches them all); returns the report."""
+    import copy
+
+    def use(name: str) -> dict:
+        report = copy.deepcopy(hardware_reports[name])
+        monkeypatch.setattr("toolkit.hardware.hardware_report", lambda: report)
+        return report
+
+    return use

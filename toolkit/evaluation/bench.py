@@ -28,15 +28,15 @@ def transformers_throughput(model: str, batch_sizes: list[int], prompt_tokens: i
                             seed: int = 0) -> dict[str, Any]:
     import torch
 
-    from toolkit.hardware import hardware_report
-    from toolkit.modeling import load_causal_lm, load_tokenizer
+    from toolkit.hardware import compute_dtype, hardware_report
+    from toolkit.modeling import load_causal_lm, load_tokenizer, stored_dtype
 
     hw = hardware_report()
     cuda = hw["device"] == "cuda"
     if not cuda:
         torch.set_num_threads(max(1, (hw["cpu"]["cores"] or 2) - 1))
-    dtype = "auto" if cuda or hw["supports"]["bf16"] else torch.float32
-    lm = load_causal_lm(model, dtype=dtype, device="cuda" if cuda else None)
+    # transformers' fast setting here: fp32 where bf16/fp16 would be emulated, the checkpoint's dtype otherwise
+    lm = load_causal_lm(model, dtype=compute_dtype(stored_dtype(model), hw), device="cuda" if cuda else None)
     tok = load_tokenizer(model)
     vocab = len(tok)
     rng = random.Random(seed)

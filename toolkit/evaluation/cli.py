@@ -155,7 +155,8 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
         text = suite.perplexity.text or reference_split("validation")
         console.print(f"[bold]perplexity[/] of {model} on {text}")
         ppl = validation_perplexity(model, text, suite.perplexity.seq_len, suite.perplexity.max_windows)
-        quality.update(val_ppl=ppl["value"], val_ppl_error=ppl["error"], val_ppl_tokens=ppl["tokens"], val_text=str(text))
+        quality.update(val_ppl=ppl["value"], val_ppl_error=ppl["error"], val_ppl_tokens=ppl["tokens"],
+                       val_ppl_dtype=ppl["compute_dtype"], val_text=str(text))
         if ppl["error"]:
             console.print(f"[yellow]perplexity not measured:[/] {ppl['error']}")
 

@@ -36,15 +36,18 @@ def read_qa(path: str | Path, split: str | None, limit: int | None) -> list[dict
 
 
 def validation_perplexity(model: str | Path, text: str | Path, seq_len: int, max_windows: int | None) -> dict[str, Any]:
-    """``{"value", "tokens", "text", "error"}``; ``value`` is None with ``error`` set when it cannot be measured."""
+    """``{"value", "tokens", "text", "seq_len", "error", "compute_dtype"}``; ``value`` is None with ``error`` set
+    when it cannot be measured."""
     from toolkit.modeling import load_tokenizer, perplexity, read_texts, token_windows
 
-    out: dict[str, Any] = {"value": None, "tokens": 0, "text": str(text), "seq_len": seq_len, "error": None}
+    out: dict[str, Any] = {"value": None, "tokens": 0, "text": str(text), "seq_len": seq_len, "error": None,
+                           "compute_dtype": None}
     texts = read_texts(text)  # a missing/bad text file is the user's error: raise
     try:
         tok = load_tokenizer(model)
         windows = token_windows(tok, texts, seq_len, max_windows)
         lm = _load_for_perplexity(model)
+        out["compute_dtype"] = str(lm.dtype).removeprefix("torch.")  # recorded in the report as val_ppl_dtype
         out["value"] = perplexity(lm, windows, progress="perplexity")
         out["tokens"] = len(windows) * (seq_len - 1)
     except Exception as exc:  # noqa: BLE001 - report why, keep the rest of the eval
@@ -54,19 +57,16 @@ def validation_perplexity(model: str | Path, text: str | Path, seq_len: int, max
 
 
 def _load_for_perplexity(model: str | Path):
-    """Every variant in the same compute dtype, so perplexity differences come from the weights: fp32 on a
-    CPU without native bf16 (emulated bf16 is slower and adds its own rounding), the checkpoint's dtype
-    otherwise. compressed-tensors checkpoints (llm-compressor output) load through transformers'
-    compressed-tensors integration, which decompresses the quantized weights into that dtype."""
-    import torch
+    """Every variant in the same compute dtype, so perplexity differences come from the weights:
+    :func:`toolkit.hardware.compute_dtype` of the checkpoint's stored dtype (fp32 where the hardware would
+    emulate bf16/fp16: slower, and its own rounding). compressed-tensors checkpoints (llm-compressor output)
+    load through transformers' compressed-tensors integration, which decompresses the quantized weights
+    straight into that dtype."""
+    from toolkit.hardware import compute_dtype, hardware_report
+    from toolkit.modeling import load_causal_lm, stored_dtype
 
-    from toolkit.hardware import hardware_report
-    from toolkit.modeling import load_causal_lm
-
-    hw = hardware_report()
-    native_bf16 = hw["device"] == "cuda" or hw["supports"]["bf16"]
-    return load_causal_lm(model, dtype="auto" if native_bf16 else torch.float32,
-                          device="cuda" if hw["device"] == "cuda" else None)
+    cuda = hardware_report()["device"] == "cuda"
+    return load_causal_lm(model, dtype=compute_dtype(stored_dtype(model)), device="cuda" if cuda else None)
 
 
 async def _ask_all(url: str, rows: list[dict[str, str]], top_k: int, max_tokens: int, temperature: float,

@@ -67,6 +67,7 @@ class Quality(_Model):
     val_ppl: float | None = None
     val_ppl_error: str | None = None
     val_ppl_tokens: int = 0
+    val_ppl_dtype: str | None = None  # compute dtype of the perplexity pass (toolkit.hardware.compute_dtype)
     val_text: str | None = None
     qa_exact_match: float | None = None
     qa_f1: float | None = None

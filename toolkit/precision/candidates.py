@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from toolkit.errors import ToolkitError
-from toolkit.hardware import support_flags
+from toolkit.hardware import native_formats
 
 Status = Literal["native", "emulated", "skipped"]
 
@@ -120,7 +120,7 @@ def plan(report: dict[str, Any], names: list[str] | None = None, emulated: str =
     cc = compute_capability(report)
     cpu = report.get("cpu") or {}
     isa = cpu.get("isa") or {}
-    supports = report.get("supports") or support_flags(cpu, report.get("cuda") or [])
+    supports = native_formats(report)  # the same flags compute_dtype() decides fp32-vs-bf16 from
     out = []
     for name in parse_candidates(names):
         if name == "fp32" or supports.get(name):

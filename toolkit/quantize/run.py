@@ -25,6 +25,7 @@ from typing import Any
 
 from toolkit.config import dump_recipe
 from toolkit.errors import ToolkitError
+from toolkit.hardware import compute_dtype
 from toolkit.manifest import RunRecord, atomic_dir, size_on_disk
 from toolkit.modeling import load_causal_lm, load_tokenizer, perplexity, read_texts, resolve_model, token_windows
 from toolkit.paths import reference_split
@@ -41,26 +42,6 @@ def compute_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def compute_dtype(model):
-    """float32 for half-precision models on a CPU without native bf16/fp16 matmuls, else the model's dtype.
-
-    Without AVX-512-BF16/AMX, PyTorch emulates bf16 GEMMs on CPU (about 3x slower than fp32 here), and AWQ's
-    grid search and GPTQ's calibration are forward passes. The checkpoint is still saved in the source dtype,
-    and source and result are evaluated in the same compute dtype.
-    """
-    import torch
-
-    from toolkit.hardware import hardware_report
-
-    dtype = next(model.parameters()).dtype
-    hw = hardware_report()
-    native = hw["supports"]
-    if hw["device"] == "cpu" and (
-            (dtype == torch.bfloat16 and not native["bf16"]) or (dtype == torch.float16 and not native["fp16"])):
-        return torch.float32
-    return dtype
 
 
 def eval_windows(tokenizer, recipe: QuantizeRecipe, eval_data: str | Path | None) -> tuple[list, Path]:
@@ -151,7 +132,10 @@ def quantize(recipe: QuantizeRecipe, model: str | Path, output: str | Path, eval
         record.add_input("model", model_id)
         with record.timed("load"):
             lm = load_causal_lm(model_id)
-        save_dtype, work_dtype = next(lm.parameters()).dtype, compute_dtype(lm)
+        # fp32 on a CPU that would emulate the stored bf16/fp16: AWQ's grid search and GPTQ's calibration are
+        # forward passes. Saved in the source dtype; source and result are evaluated in the same compute dtype.
+        save_dtype = next(lm.parameters()).dtype
+        work_dtype = compute_dtype(save_dtype)
         lm.to(work_dtype)
         with record.timed("eval_source"):
             ppl_source = _ppl(lm, windows, recipe, device, "perplexity (source)")
