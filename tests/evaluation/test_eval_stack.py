@@ -53,9 +53,9 @@ def workdir(tmp_path_factory, sample_texts):
     (d / "val.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in sample_texts[:40]))
     (d / "suite.yaml").write_text(f"""# test suite: 5 questions, concurrency 1 and 2, short Poisson burst
 name: test
-qa: {{path: {d / 'qa.jsonl'}, split: test}}
+qa: {{path: {d / 'qa.jsonl'}, split: test, docs: {d / 'docs.jsonl'}}}
 retrieval: {{ks: [1, 3]}}
-generation: {{top_k: 2, max_tokens: 8}}
+generation: {{top_k: 2, max_tokens: 8, baselines: [closed_book, oracle]}}
 perplexity: {{text: {d / 'val.jsonl'}, seq_len: 64, max_windows: 4}}
 load:
   concurrency: [1, 2]
@@ -104,6 +104,10 @@ def test_report_is_valid_and_measured(reports):
     assert 0 <= q.qa_f1 <= 1 and 0 <= q.qa_exact_match <= 1 and 0 <= q.context_overlap <= 1
     assert set(q.recall_at_k) == {"1", "3"} and q.recall_at_k["1"] <= q.recall_at_k["3"]
     assert q.mrr >= q.recall_at_k["1"]
+    # RAG-OFF and oracle: every question answered by the bare engine, scored like the endpoint's answers
+    assert set(q.baselines) == {"closed_book", "oracle"}
+    for b in q.baselines.values():
+        assert b["questions"] == 5 and b["errors"] == 0 and 0 <= b["qa_f1"] <= 1 and 0 <= b["qa_exact_match"] <= 1
     assert [p.name for p in r.latency.points] == ["c1", "c2", "poisson4"]
     assert [p.name for p in r.latency.engine_alone] == ["c1", "c2", "poisson4"]
     for p in r.latency.points + r.latency.engine_alone:
@@ -129,7 +133,8 @@ def test_compare_writes_markdown_and_html_that_renders(reports, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "PASS gate max-ppl-increase" in out.stdout and "Recommended:" in out.stdout
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    for needle in ("validation perplexity", "QA token F1", "retrieval recall@3", "c2: e2e p50 (ms)",
+    for needle in ("validation perplexity", "QA token F1", "QA token F1, no context (RAG-OFF)",
+                   "QA token F1, gold document only (oracle)", "retrieval recall@3", "c2: e2e p50 (ms)",
                    "engine alone — c1", "Stage time", "![latency_cdf](latency_cdf.png)", "Recommended:"):
         assert needle in md, needle
     html = (tmp_path / "cmp" / "compare.html").read_text()

@@ -88,14 +88,15 @@ def test_recipe_produces_a_smaller_quantized_checkpoint(arch, name, request, sma
 
 
 def test_reloaded_weights_really_are_4_bit(tiny_llama, small_recipe, text_files, tmp_path):
-    """What perplexity is measured on: the reloaded checkpoint holds at most 16 levels per group of 128."""
+    """What perplexity is measured on: the reloaded checkpoint holds at most 16 levels per quantization group."""
     recipe_path = small_recipe("rtn-w4a16")
     out = tmp_path / "rtn"
-    quantize(load_recipe(recipe_path, QuantizeRecipe), tiny_llama, out, eval_data=text_files["eval"])
+    recipe = load_recipe(recipe_path, QuantizeRecipe)
+    quantize(recipe, tiny_llama, out, eval_data=text_files["eval"])
     model = load_causal_lm(out)
     with torch.inference_mode():
         model(input_ids=torch.tensor([[5, 6, 7]]))  # compressed-tensors decompresses on first use
+    gs = recipe.effective_group_size
     w = model.model.layers[1].mlp.down_proj.weight.float()
-    groups = w.reshape(-1, 128)
-    assert max(len(g.unique()) for g in groups) <= 16
-    assert len(load_causal_lm(tiny_llama).model.layers[1].mlp.down_proj.weight.reshape(-1, 128)[0].unique()) > 16
+    assert max(len(g.unique()) for g in w.reshape(-1, gs)) <= 16
+    assert len(load_causal_lm(tiny_llama).model.layers[1].mlp.down_proj.weight.reshape(-1, gs)[0].unique()) > 16

@@ -56,7 +56,7 @@ def test_model_is_a_standard_checkpoint(built):
     import torch
 
     from toolkit.modeling import load_causal_lm, load_tokenizer
-    from toolkit.reference.qa import rag_messages
+    from toolkit.prompt import rag_messages
 
     config = json.loads((built / "model" / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and config["dtype"] == "bfloat16"

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from toolkit.reference.corpus import Doc, build_docs, dump_stdlib, split_by_package
-from toolkit.reference.qa import build_qa, rag_messages
+from toolkit.prompt import rag_messages
+from toolkit.reference.qa import build_qa
 
 MODULES = ["json", "textwrap", "string", "functools", "heapq", "bisect", "fnmatch", "shlex", "difflib"]
 

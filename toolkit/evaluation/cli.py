@@ -128,6 +128,22 @@ def engine_requests(model: str, profile: str | None, rows: list[dict[str, str]],
     return reqs
 
 
+def _baselines(suite, profile: str | None, engine_url: str | None, served: str | None, rows: list[dict[str, str]],
+               console) -> dict[str, Any]:
+    """RAG-OFF / oracle answers from the bare engine, with the endpoint's system prompt."""
+    from toolkit.evaluation.baselines import answer_baselines
+    from toolkit.paths import REFERENCE_DOCS
+    from toolkit.serving.profiles import load_profile
+
+    if not (engine_url and served):
+        raise ToolkitError("generation.baselines: the bare engine's URL is needed (pass --engine-url with --url)")
+    gen = suite.generation
+    console.print(f"[bold]baselines[/]: {', '.join(gen.baselines)} for {len(rows)} questions through {engine_url}")
+    return answer_baselines(engine_url, served, rows, suite.qa.docs or REFERENCE_DOCS, gen.baselines,
+                            load_profile(profile).endpoint.system_prompt, gen.max_tokens, gen.temperature,
+                            suite.load.timeout_s)
+
+
 def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, Any]]]:
     """Run the suite; return (Report, raw records). ``stack``: an already running
     :func:`toolkit.serving.stack.running_stack` to measure instead of starting one (its start-up time and
@@ -225,6 +241,8 @@ def _serve_and_measure(args: argparse.Namespace, suite, model: str, stack, rows:
                                              gen.temperature, suite.load.timeout_s)
             records += [{"phase": "quality", **{k: v for k, v in r.items() if k != "used_sources"},
                          "used_source_ids": [x.get("chunk_id") for x in r.get("used_sources", [])]} for r in qrecords]
+            if gen.baselines:
+                qmetrics["baselines"] = _baselines(suite, args.profile, engine_url, served, rows, console)
             reqs = engine_requests(model, args.profile, rows, qrecords, gen.max_tokens)
             targets = [loadgen.Target("rag", url, gen.max_tokens, gen.temperature, gen.top_k)]
             if suite.load.engine_alone:
@@ -272,6 +290,9 @@ def print_summary(report, path: Path) -> None:
     console.print(f"quality: val ppl {f(q.val_ppl, 2)}{' (' + q.val_ppl_error + ')' if q.val_ppl_error else ''}; "
                   f"EM {f(q.qa_exact_match, 3)}  F1 {f(q.qa_f1, 3)}  context overlap {f(q.context_overlap, 3)}; "
                   f"{recall}  MRR {f(q.mrr, 3)}  ({q.questions} questions, {q.errors} errors)")
+    for mode, b in q.baselines.items():
+        console.print(f"baseline {mode}: EM {f(b['qa_exact_match'], 3)}  F1 {f(b['qa_f1'], 3)}  "
+                      f"({b['questions']} questions, {b['errors']} errors)")
     table = Table(title="latency (ms) per load point")
     for col in ("target", "point", "TTFT p50", "TPOT p50", "e2e p50", "e2e p90", "e2e p99", "req/s", "out tok/s",
                 "errors"):

@@ -131,6 +131,9 @@ def _get(e: Entry, key: str) -> float | None:
     q, r = e.report.quality, e.report.resources
     if key.startswith("quality.recall_at_k."):
         return q.recall_at_k.get(key.rsplit(".", 1)[1])
+    if key.startswith("quality.baselines."):  # quality.baselines.<closed_book|oracle>.<qa_f1|qa_exact_match>
+        _, _, mode, metric = key.split(".")
+        return q.baselines.get(mode, {}).get(metric)
     if key.startswith("quality."):
         return getattr(q, key.split(".", 1)[1])
     if key.startswith("resources."):
@@ -157,6 +160,7 @@ METRICS: list[tuple[str, str, str]] = [  # (key, label, "lower"/"higher" is bett
     ("resources.engine_peak_rss_mb", "engine peak RSS (MiB)", "lower"),
     ("resources.gpu_memory_mb", "GPU memory (MiB)", "lower"),
 ]
+BASELINE_LABELS = {"closed_book": "no context (RAG-OFF)", "oracle": "gold document only (oracle)"}
 POINT_METRICS = [("ttft_ms.p50", "TTFT p50 (ms)"), ("tpot_ms.p50", "TPOT p50 (ms)"), ("e2e_ms.p50", "e2e p50 (ms)"),
                  ("e2e_ms.p99", "e2e p99 (ms)"), ("throughput.output_tok_s", "output tok/s"),
                  ("throughput.req_s", "requests/s"), ("errors.n", "errors")]
@@ -166,6 +170,8 @@ def _metric_rows(c: Comparison) -> list[dict[str, Any]]:
     keys = list(METRICS)
     ks = sorted({k for e in c.entries for k in e.report.quality.recall_at_k}, key=int)
     keys[4:4] = [(f"quality.recall_at_k.{k}", f"retrieval recall@{k}", "higher") for k in ks]
+    modes = [m for m in ("closed_book", "oracle") if any(m in e.report.quality.baselines for e in c.entries)]
+    keys[3:3] = [(f"quality.baselines.{m}.qa_f1", f"QA token F1, {BASELINE_LABELS[m]}", "higher") for m in modes]
     for point in c.common_points:
         for m, label in POINT_METRICS:
             better = "higher" if m.startswith("throughput") else "lower"

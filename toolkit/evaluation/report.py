@@ -76,6 +76,8 @@ class Quality(_Model):
     mrr: float | None = None
     questions: int = 0
     errors: int = 0
+    # RAG-OFF and oracle answers ({"closed_book"|"oracle": {qa_f1, qa_exact_match, questions, errors}})
+    baselines: dict[str, dict[str, Any]] = {}
 
 
 class Latency(_Model):

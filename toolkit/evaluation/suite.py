@@ -10,6 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from toolkit.config import StrictModel, dump_recipe, load_recipe
@@ -19,6 +21,8 @@ class QASection(StrictModel):
     path: str | None = Field(None, description="QA jsonl {id, question, answer, doc_id, split}; default: reference QA")
     split: str | None = Field("test", description="keep only rows of this split (null: all rows)")
     limit: int | None = Field(None, ge=1, description="first N questions (null: all)")
+    docs: str | None = Field(None, description="documents jsonl {id, text} holding each question's doc_id (the "
+                             "oracle baseline's context); default: reference docs")
 
 
 class RetrievalSection(StrictModel):
@@ -36,6 +40,9 @@ class GenerationSection(StrictModel):
     top_k: int = Field(5, ge=1, description="passages put into the prompt")
     max_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.0, ge=0.0)
+    baselines: list[Literal["closed_book", "oracle"]] = Field(
+        default_factory=list, description="also answer every question with no context (closed_book, RAG-OFF) and "
+        "with only its gold document (oracle), from the bare engine (toolkit.evaluation.baselines)")
 
 
 class PerplexitySection(StrictModel):

@@ -15,6 +15,7 @@ from pydantic import Field
 from toolkit.config import StrictModel, load_recipe
 from toolkit.errors import ToolkitError
 from toolkit.paths import SERVE_DIR, vllm_python
+from toolkit.prompt import SYSTEM_PROMPT
 
 Scalar = str | int | float | bool
 
@@ -48,8 +49,8 @@ class EndpointSettings(StrictModel):
     request_timeout_s: float = Field(120, gt=0)
     api_key_env: str = Field("TOOLKIT_API_KEY", description="env var holding the API key; unset = no auth")
     embed_threads: int = Field(1, ge=1, description="torch threads for query embedding (vLLM owns the rest)")
-    system_prompt: str = ("Answer the question using only the context below. If the context does not contain "
-                          "the answer, say that you do not know. Be brief.")
+    system_prompt: str = Field(SYSTEM_PROMPT, description="default: toolkit.prompt.SYSTEM_PROMPT, the prompt every "
+                               "stage trains, distills and evaluates with")
 
 
 class RetrievalSettings(StrictModel):

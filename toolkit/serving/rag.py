@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.prompt import rag_messages
 from toolkit.retrieval.index import Hit, RetrievalIndex
 from toolkit.serving.cache import CacheEntry, QueryCache
 from toolkit.serving.llm import EngineClient, Generation
@@ -45,9 +46,7 @@ class PromptBuilder:
                 self.context_len = cfg.get("max_position_embeddings")
 
     def messages(self, question: str, contexts: list[str], history: list[dict[str, str]] | None = None):
-        blocks = "\n\n".join(f"[{i}] {text}" for i, text in enumerate(contexts, 1))
-        user = f"Context:\n{blocks}\n\nQuestion: {question}" if contexts else f"Question: {question}"
-        return [{"role": "system", "content": self.system_prompt}, *(history or []), {"role": "user", "content": user}]
+        return rag_messages(question, contexts, self.system_prompt, history)
 
     def _count(self, messages: list[dict[str, str]]) -> int:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
