@@ -2,7 +2,7 @@ from typing import Literal
 
 import pytest
 
-from toolkit.config import StrictModel, load_recipe
+from toolkit.config import StrictModel, apply_overrides, load_recipe, parse_fraction
 from toolkit.errors import ToolkitError
 
 
@@ -55,3 +55,21 @@ def test_missing_file_bad_yaml_and_non_mapping(tmp_path):
 def test_overrides_win(tmp_path):
     r = load_recipe(write(tmp_path, "scheme: W4A16\n"), Recipe, {"calibration.num_samples": 3, "group_size": 64})
     assert r.calibration.num_samples == 3 and r.group_size == 64
+
+
+def test_apply_overrides_sets_dotted_keys_in_place():
+    data = {"a": {"x": 1}, "b": 2}
+    out = apply_overrides(data, {"a.y": 3, "b": 4, "c.d.e": 5})
+    assert out is data and data == {"a": {"x": 1, "y": 3}, "b": 4, "c": {"d": {"e": 5}}}
+    assert apply_overrides({"k": 1}, None) == {"k": 1}
+
+
+def test_parse_fraction_percentages_and_plain_numbers():
+    assert parse_fraction("5%", "--x") == pytest.approx(0.05)
+    assert parse_fraction(" 0.5 % ", "--x") == pytest.approx(0.005)
+    assert parse_fraction("0.02", "--x") == 0.02 and parse_fraction(0.02, "--x") == 0.02
+    assert parse_fraction(1e-05, "--x") == 1e-05  # str() of a small YAML float is "1e-05"
+    assert parse_fraction("-3%", "--x") == pytest.approx(-0.03)  # range checks are the caller's
+    for bad in ("five", "%", "", "nan", "inf%"):
+        with pytest.raises(ToolkitError, match=r"^--x: expected a number or a percentage"):
+            parse_fraction(bad, "--x")

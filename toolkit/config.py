@@ -2,10 +2,14 @@
 
 Every recipe (quantize, distill, serving profile, eval suite) is a subclass of :class:`StrictModel`; a typo
 in a key is an error, not a silently ignored setting. :func:`load_recipe` names the file and the dotted field.
+Values typed on a command line go through the same two helpers everywhere: :func:`apply_overrides` (dotted
+keys) and :func:`parse_fraction` (``5%`` or ``0.05``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,16 +67,35 @@ def validate(model_cls: type[M], data: dict[str, Any], source: str) -> M:
         raise ToolkitError(describe_validation_error(source, exc)) from None
 
 
-def load_recipe(path: str | Path, model_cls: type[M], overrides: dict[str, Any] | None = None) -> M:
-    """Load and validate a recipe file; ``overrides`` (dotted keys) win over the file, e.g. from the CLI."""
-    data = read_yaml(path)
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Set each dotted key of ``overrides`` in ``data`` (``{"a.b": 1}`` -> ``data["a"]["b"] = 1``, creating the
+    parents); returns ``data``, changed in place."""
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    return validate(model_cls, data, str(path))
+    return data
+
+
+def load_recipe(path: str | Path, model_cls: type[M], overrides: dict[str, Any] | None = None) -> M:
+    """Load and validate a recipe file; ``overrides`` (dotted keys) win over the file, e.g. from the CLI."""
+    return validate(model_cls, apply_overrides(read_yaml(path), overrides), str(path))
+
+
+def parse_fraction(value: str | float, flag: str) -> float:
+    """``"5%"`` -> 0.05, ``"0.05"`` or ``0.05`` -> 0.05; anything else (NaN and infinities too) is a one-line
+    :class:`ToolkitError` naming ``flag``. Range checks belong to the caller."""
+    text = str(value).strip()
+    percent = text.endswith("%")
+    try:
+        x = float(text[:-1].strip() if percent else text)
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x):
+        raise ToolkitError(f"{flag}: expected a number or a percentage like 5%, got '{text}'")
+    return x / 100 if percent else x
 
 
 def dump_recipe(recipe: BaseModel) -> dict[str, Any]:

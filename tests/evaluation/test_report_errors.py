@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
+from toolkit.config import parse_fraction
 from toolkit.errors import ToolkitError
-from toolkit.evaluation.compare import parse_fraction, pareto_front
+from toolkit.evaluation.compare import pareto_front
 from toolkit.evaluation.report import read_report
 
 
@@ -50,3 +51,16 @@ def test_pareto_front():
     # (latency, quality): b dominates c; a and b trade off; d is dominated by a
     pts = {"a": (100.0, 0.9), "b": (50.0, 0.8), "c": (60.0, 0.7), "d": (120.0, 0.85)}
     assert sorted(pareto_front(pts)) == ["a", "b"]
+
+
+def test_records_sidecar_is_read_with_line_numbered_errors(tmp_path):
+    from toolkit.evaluation.report import Report, read_records
+
+    report, path = Report.model_construct(records_file="r.records.jsonl"), tmp_path / "r.json"
+    assert read_records(path, report) == []  # sidecar gone: the plots that need it are skipped
+    side = tmp_path / "r.records.jsonl"
+    side.write_text('{"e2e_ms": 1.5}\n\n{"e2e_ms": 2.0}\n')
+    assert read_records(path, report) == [{"e2e_ms": 1.5}, {"e2e_ms": 2.0}]
+    side.write_text('{"e2e_ms": 1.5}\n{"e2e_ms": 2.')  # cut mid-write
+    with pytest.raises(ToolkitError, match=r"r.records.jsonl:2: invalid JSON line"):
+        read_records(path, report)

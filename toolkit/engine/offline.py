@@ -7,16 +7,18 @@ Jobs:
   exactly ``new_tokens`` tokens (``ignore_eos``), timed after a warm-up → decode tokens/s; plus a prefill
   measurement (``max_tokens=1`` over long prompts) → prompt tokens/s. Repeats give the spread.
 
-Only the standard library and vLLM are imported here: this file must not depend on the main environment.
+Only the standard library, vLLM and :mod:`toolkit.stats` (standard library only) are imported here: this file
+must not depend on the main environment.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import statistics
 import sys
 import time
+
+from toolkit.stats import spread
 
 
 def _llm(engine: dict):
@@ -68,7 +70,7 @@ def _throughput(llm, job: dict) -> dict:
             outs = llm.generate(prompts, decode, use_tqdm=False)
             elapsed = time.perf_counter() - t
             rates.append(sum(len(o.outputs[0].token_ids) for o in outs) / elapsed)
-        result["decode"][str(batch)] = _stats(rates)
+        result["decode"][str(batch)] = spread(rates)
     prefill_len = job.get("prefill_tokens", 256)
     if prefill_len:
         one = SamplingParams(max_tokens=1, temperature=0.0)
@@ -78,12 +80,8 @@ def _throughput(llm, job: dict) -> dict:
             t = time.perf_counter()
             llm.generate(prompts, one, use_tqdm=False)
             rates.append(len(prompts) * prefill_len / (time.perf_counter() - t))
-        result["prefill"] = {**_stats(rates), "prompt_tokens": prefill_len}
+        result["prefill"] = {**spread(rates), "prompt_tokens": prefill_len}
     return result
-
-
-def _stats(xs: list[float]) -> dict:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
 
 
 def main(job_path: str, result_path: str) -> None:

@@ -13,7 +13,6 @@ the Pareto front of quality versus latency and a one-line recommendation.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,15 +81,6 @@ class Comparison:
     @property
     def failed(self) -> list[GateResult]:
         return [g for g in self.gates if not g.ok]
-
-
-def parse_fraction(text: str, flag: str) -> float:
-    """``"5%"`` -> 0.05, ``"0.05"`` -> 0.05; errors name the flag."""
-    m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*(%?)\s*", str(text))
-    if not m:
-        raise ToolkitError(f"{flag}: expected a number or a percentage like 5%, got '{text}'")
-    value = float(m.group(1))
-    return value / 100 if m.group(2) else value
 
 
 def load_entries(paths: list[str | Path]) -> list[Entry]:

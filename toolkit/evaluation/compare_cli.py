@@ -36,8 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def gates_from_args(args: argparse.Namespace):
+    from toolkit.config import parse_fraction
     from toolkit.errors import ToolkitError
-    from toolkit.evaluation.compare import Gates, parse_fraction
+    from toolkit.evaluation.compare import Gates
 
     values = {}
     for flag, field, kind, _ in GATE_FLAGS:

@@ -4,7 +4,7 @@
   and the articles a/an/the removed, whitespace collapsed) before exact match and bag-of-tokens F1.
 - Retrieval: recall@k is whether the gold document is among the first k retrieved ids (averaged over
   questions), MRR the mean of 1/rank of the gold document (0 when it is not retrieved).
-- Latency percentiles use linear interpolation between order statistics (numpy's default "linear"
+- Latency percentiles are :func:`toolkit.stats.percentile` (linear interpolation, numpy's default "linear"
   method), so p50 of an even-sized sample is the midpoint of the two middle values.
 - TPOT is vLLM's definition (benchmarks/benchmark_serving.py): (e2e - ttft) / (output tokens - 1); it is
   undefined for a one-token answer.
@@ -17,6 +17,8 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
+
+from toolkit.stats import percentile
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -75,16 +77,6 @@ def recall_at_k(ranked: Iterable[tuple[Sequence[str], str]], k: int) -> float:
 def mean_reciprocal_rank(ranked: Iterable[tuple[Sequence[str], str]]) -> float:
     rr = [1.0 / rank if (rank := gold_rank(ids, gold)) else 0.0 for ids, gold in ranked]
     return sum(rr) / len(rr) if rr else float("nan")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """``q``-th percentile (0..100) with linear interpolation between closest ranks."""
-    if not values:
-        return float("nan")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def summarize(values: Iterable[float | None]) -> dict[str, float | int | None]:

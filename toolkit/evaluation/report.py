@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from toolkit.config import describe_validation_error
 from toolkit.errors import ToolkitError
+from toolkit.jsonl import read_jsonl
 from toolkit.manifest import atomic_write_text
 
 SCHEMA = "toolkit.eval.report/1"
@@ -175,13 +176,4 @@ def read_records(report_path: str | Path, report: Report) -> list[dict[str, Any]
     if not report.records_file:
         return []
     side = Path(report_path).with_name(report.records_file)
-    if not side.is_file():
-        return []
-    out = []
-    for n, line in enumerate(side.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ToolkitError(f"{side}:{n}: corrupt records file (invalid JSON line)") from None
-    return out
+    return read_jsonl(side) if side.is_file() else []

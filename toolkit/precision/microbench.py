@@ -15,15 +15,11 @@ Shapes default to the model's own hidden/intermediate sizes, so the figure is ab
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-
-def stats(xs: list[float]) -> dict[str, Any]:
-    """Median/min/max and the raw runs: the spread every figure in a precision report carries."""
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
+from toolkit.stats import spread
 
 
 def _time(fn: Callable[[], Any], sync: Callable[[], None], repeats: int, min_s: float = 0.05) -> list[float]:
@@ -106,8 +102,8 @@ def run_microbench(names: list[str], hidden: int, intermediate: int, heads: int,
             mm = _time(_matmul_fn(name, tokens, hidden, intermediate, device), sync, repeats)
             att = _time(_attention_fn(name, heads, seq, head_dim, device), sync, repeats)
             out[name] = {
-                "matmul_gflops": stats([flops / s / 1e9 for s in mm]),
-                "attention_ms": stats([s * 1e3 for s in att]),
+                "matmul_gflops": spread([flops / s / 1e9 for s in mm]),
+                "attention_ms": spread([s * 1e3 for s in att]),
                 "shape": {"matmul": [tokens, hidden, intermediate], "attention": [heads, seq, head_dim]},
                 "kernel": {"fp8": "torch._scaled_mm", "int8": "torch._int_mm"}.get(name, f"torch.matmul ({name})"),
             }

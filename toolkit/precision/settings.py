@@ -10,19 +10,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from toolkit.config import StrictModel
+from toolkit.config import StrictModel, parse_fraction
 from toolkit.errors import ToolkitError
 
 
 def parse_budget(value: str | float) -> float:
     """``"1%"`` → 0.01, ``"0.5%"`` → 0.005, ``0.02`` → 0.02. Negative or non-numeric budgets are errors."""
-    s = str(value).strip()
-    try:
-        x = float(s[:-1]) / 100 if s.endswith("%") else float(s)
-    except ValueError:
-        raise ToolkitError(f"--budget: expected a percentage like '1%' or a fraction like 0.01, got {s!r}") from None
-    if not 0 <= x < 10 or x != x:
-        raise ToolkitError(f"--budget: must be between 0% and 1000%, got {s!r}")
+    x = parse_fraction(value, "--budget")
+    if not 0 <= x < 10:
+        raise ToolkitError(f"--budget: must be between 0% and 1000%, got '{str(value).strip()}'")
     return x
 
 
