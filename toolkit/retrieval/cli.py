@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from toolkit.retrieval.backend import BACKENDS
 from toolkit.retrieval.config import INDEX_TYPES
 
 
@@ -18,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--docs", help="JSONL of {id,title,text} (default: artifacts/reference/docs.jsonl)")
     b.add_argument("--output", help="index directory (default: artifacts/indexes/<index type>)")
     b.add_argument("--index-type", choices=INDEX_TYPES, default=None)
-    b.add_argument("--backend", choices=("faiss", "milvus"), default=None)
+    b.add_argument("--backend", choices=tuple(BACKENDS), default=None)
     b.add_argument("--config", help="YAML with IndexConfig keys (chunking, faiss knobs, milvus uri)")
     b.add_argument("--embedding-model", help="sentence-transformers model directory (default: all-MiniLM-L6-v2)")
     b.add_argument("--milvus-uri", help="Milvus standalone/distributed URI (default: milvus-lite file in --output)")
@@ -27,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from toolkit.config import load_recipe, validate
+    from toolkit.config import apply_overrides, load_recipe, validate
     from toolkit.retrieval.config import IndexConfig
 
     overrides = {k: v for k, v in {"faiss.index_type": args.index_type, "backend": args.backend,
@@ -35,14 +36,7 @@ def _config(args: argparse.Namespace):
                                    "milvus_uri": args.milvus_uri}.items() if v is not None}
     if args.config:
         return load_recipe(args.config, IndexConfig, overrides)
-    data: dict = {}
-    for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return validate(IndexConfig, data, "command line")
+    return validate(IndexConfig, apply_overrides({}, overrides), "command line")
 
 
 def run(args: argparse.Namespace) -> int:

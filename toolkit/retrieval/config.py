@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from toolkit.config import StrictModel
+from toolkit.retrieval.backend import BackendName
 
 IndexType = Literal["flat", "ivf", "ivfpq", "hnsw"]
 INDEX_TYPES: tuple[str, ...] = ("flat", "ivf", "ivfpq", "hnsw")
@@ -47,7 +48,7 @@ class FaissParams(StrictModel):
 
 
 class IndexConfig(StrictModel):
-    backend: Literal["faiss", "milvus"] = "faiss"
+    backend: BackendName = "faiss"
     embedding_model: str = Field(default_factory=default_embedding_model)
     chunk_words: int = Field(120, ge=8, description="words per chunk (all-MiniLM-L6-v2 reads 256 word pieces)")
     chunk_overlap: int = Field(24, ge=0, description="words shared by consecutive chunks of one document")

@@ -1,4 +1,5 @@
-"""FAISS index construction, search-time knobs and the optional move to GPU.
+"""FAISS backend (:class:`FaissBackend`, a :class:`toolkit.retrieval.backend.VectorBackend`): index construction,
+search-time knobs and the optional move to GPU. Chunk texts come from the SQLite store beside the index.
 
 All index types use inner product on L2-normalised vectors (= cosine). Construction goes through
 ``faiss.index_factory`` strings (``Flat``, ``IVF{nlist},Flat``, ``IVF{nlist},PQ{m}x{bits}``, ``HNSW{M},Flat``).
@@ -15,14 +16,18 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from toolkit.errors import NotAvailableError, ToolkitError
-from toolkit.retrieval.config import FaissParams
+from toolkit.retrieval.chunking import Chunk
+from toolkit.retrieval.config import FaissParams, IndexConfig
+from toolkit.retrieval.store import STORE_NAME, ChunkStore
 
 log = logging.getLogger(__name__)
+FAISS_NAME = "index.faiss"
 
 
 def effective_params(p: FaissParams, n: int, dim: int) -> dict[str, Any]:
@@ -111,3 +116,53 @@ def place(index: Any, params: FaissParams, eff: dict[str, Any]) -> tuple[Any, st
     gpu_index = faiss.index_cpu_to_gpu(res, 0, index)
     set_search_params(gpu_index, eff)
     return gpu_index, "cuda:0", res
+
+
+class FaissBackend:
+    """A FAISS index (CPU or GPU) and the chunk store its rows point into."""
+
+    def __init__(self, index: Any, store: ChunkStore, device: str, gpu_resources: Any = None) -> None:
+        self.index, self.store, self.device = index, store, device
+        self._gpu_resources = gpu_resources  # must outlive the GPU index
+
+    @classmethod
+    def build(cls, directory: Path, vectors: np.ndarray, chunks: list[Chunk], eff: dict[str, Any],
+              config: IndexConfig, version: str) -> dict[str, Any]:
+        import faiss
+
+        faiss.write_index(build_faiss(vectors, eff), str(directory / FAISS_NAME))
+        return {"factory": factory_string(eff)}
+
+    @classmethod
+    def load(cls, directory: Path, results: dict[str, Any], eff: dict[str, Any],
+             config: IndexConfig) -> FaissBackend:
+        import faiss
+
+        f = directory / FAISS_NAME
+        if not f.is_file():
+            raise ToolkitError(f"{f}: index file missing (rebuild the index)")
+        try:
+            index = faiss.read_index(str(f))
+        except RuntimeError as exc:
+            raise ToolkitError(f"{f}: unreadable FAISS index ({str(exc).splitlines()[0][:200]})") from None
+        if index.d != int(results["dimension"]) or index.ntotal != int(results["count"]):
+            raise ToolkitError(f"{f}: holds {index.ntotal} vectors of dimension {index.d}, manifest says "
+                               f"{results['count']} of {results['dimension']} (index directory is inconsistent; "
+                               "rebuild)")
+        set_search_params(index, eff)
+        index, device, res = place(index, config.faiss, eff)
+        store = ChunkStore(directory / STORE_NAME)
+        if len(store) != index.ntotal:
+            raise ToolkitError(f"{directory / STORE_NAME}: {len(store)} chunks for {index.ntotal} vectors (rebuild)")
+        return cls(index, store, device, res)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, query: np.ndarray, k: int) -> list[tuple[float, Chunk]]:
+        scores, rows = self.index.search(query, k)
+        keep = rows[0] >= 0  # FAISS pads with -1 when fewer than k results exist
+        return [(float(s), c) for s, c in zip(scores[0][keep], self.store.get(rows[0][keep]))]
+
+    def close(self) -> None:
+        self.store.close()

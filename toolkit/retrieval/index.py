@@ -2,7 +2,8 @@
 
 Directory layout (``artifacts/indexes/<name>``), written atomically with :func:`toolkit.manifest.atomic_dir`:
 
-- ``index.faiss``: the FAISS index (``faiss.write_index``), or ``milvus.db`` (milvus-lite) for Milvus;
+- what the backend persists (:class:`toolkit.retrieval.backend.VectorBackend`): ``index.faiss``
+  (``faiss.write_index``) for FAISS, ``milvus.db`` (milvus-lite) for Milvus;
 - ``chunks.sqlite``: chunk texts, titles and document ids (row ``i`` = vector ``i``);
 - ``toolkit_manifest.json``: embedding model id, dimension, count, index type and effective parameters,
   build time, an ``index_version`` (fresh per build; the serving cache keys on it).
@@ -26,13 +27,13 @@ import numpy as np
 from toolkit.config import dump_recipe
 from toolkit.errors import ToolkitError
 from toolkit.manifest import RunRecord, atomic_dir, read_manifest
+from toolkit.retrieval.backend import VectorBackend, backend_class
 from toolkit.retrieval.chunking import Chunk, chunk_docs, read_docs
 from toolkit.retrieval.config import IndexConfig, embedding_id
 from toolkit.retrieval.embedding import Embedder
-from toolkit.retrieval.store import STORE_NAME, ChunkStore, write_store
+from toolkit.retrieval.store import STORE_NAME, write_store
 
 log = logging.getLogger(__name__)
-FAISS_NAME = "index.faiss"
 
 
 @dataclass(frozen=True)
@@ -47,27 +48,10 @@ class Hit:
                 "text": c.text}
 
 
-class FaissBackend:
-    def __init__(self, index: Any, store: ChunkStore, device: str, gpu_resources: Any = None) -> None:
-        self.index, self.store, self.device = index, store, device
-        self._gpu_resources = gpu_resources  # must outlive the GPU index
-
-    def __len__(self) -> int:
-        return int(self.index.ntotal)
-
-    def search(self, query: np.ndarray, k: int) -> list[tuple[float, Chunk]]:
-        scores, rows = self.index.search(query, k)
-        keep = rows[0] >= 0  # FAISS pads with -1 when fewer than k results exist
-        return [(float(s), c) for s, c in zip(scores[0][keep], self.store.get(rows[0][keep]))]
-
-    def close(self) -> None:
-        self.store.close()
-
-
 class RetrievalIndex:
     """A loaded index: embeds a query, searches, returns :class:`Hit` objects. Thread-safe for search."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], embedder: Embedder, backend: Any) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], embedder: Embedder, backend: VectorBackend) -> None:
         self.path, self.manifest, self.embedder, self.backend = path, manifest, embedder, backend
         self.results: dict[str, Any] = manifest["results"]
         self.version: str = self.results["index_version"]
@@ -113,8 +97,9 @@ def build_index(docs: str | Path | list[dict[str, str]], output: str | Path, con
     t0 = time.perf_counter()
     with record.timed("embed"):
         vectors = embedder.encode([c.text for c in chunks], batch_size=config.batch_size, progress=progress)
-    from toolkit.retrieval.faiss_backend import build_faiss, effective_params, factory_string
+    from toolkit.retrieval.faiss_backend import effective_params
 
+    backend = backend_class(config.backend)
     eff = effective_params(config.faiss, len(chunks), embedder.dimension)
     version = uuid.uuid4().hex[:12]
     results: dict[str, Any] = {"backend": config.backend, "embedding_model": embedder.model_id,
@@ -122,23 +107,7 @@ def build_index(docs: str | Path | list[dict[str, str]], output: str | Path, con
                                "index_type": eff["index_type"], "params": eff, "index_version": version}
     with atomic_dir(output) as tmp:
         with record.timed("index"):
-            if config.backend == "faiss":
-                import faiss
-
-                index = build_faiss(vectors, eff)
-                results["factory"] = factory_string(eff)
-                faiss.write_index(index, str(tmp / FAISS_NAME))
-            else:
-                from toolkit.retrieval.milvus_backend import lite_uri, write_milvus
-
-                collection = config.milvus_collection if not config.milvus_uri else \
-                    f"{config.milvus_collection}_{version}"
-                from toolkit.retrieval.milvus_backend import index_params
-
-                uri = config.milvus_uri or lite_uri(tmp)
-                write_milvus(uri, collection, vectors, chunks, eff)
-                results.update(milvus_uri=config.milvus_uri, milvus_collection=collection,
-                               milvus_index_type=index_params(uri, eff["index_type"])[0])
+            results.update(backend.build(tmp, vectors, chunks, eff, config, version))
             write_store(tmp / STORE_NAME, chunks)
         results["build_time_s"] = round(time.perf_counter() - t0 + record.timings["chunk"], 3)
         record.results = results
@@ -187,33 +156,6 @@ def load_index(path: str | Path, embedding_model: str | None = None, embedder: E
         eff["nprobe"] = min(cfg.faiss.nprobe, eff["nlist"])
     if "ef_search" in eff and "ef_search" in explicit:
         eff["ef_search"] = cfg.faiss.ef_search
-    if r["backend"] == "faiss":
-        backend = _load_faiss(path, r, eff, cfg)
-    else:
-        from toolkit.retrieval.milvus_backend import MilvusBackend, lite_uri
-
-        backend = MilvusBackend(r.get("milvus_uri") or lite_uri(path), r["milvus_collection"], eff)
+    backend = backend_class(r["backend"]).load(path, r, eff, cfg)
     return RetrievalIndex(path, manifest, embedder, backend)
 
-
-def _load_faiss(path: Path, r: dict[str, Any], eff: dict[str, Any], cfg: IndexConfig) -> FaissBackend:
-    import faiss
-
-    from toolkit.retrieval.faiss_backend import place, set_search_params
-
-    f = path / FAISS_NAME
-    if not f.is_file():
-        raise ToolkitError(f"{f}: index file missing (rebuild the index)")
-    try:
-        index = faiss.read_index(str(f))
-    except RuntimeError as exc:
-        raise ToolkitError(f"{f}: unreadable FAISS index ({str(exc).splitlines()[0][:200]})") from None
-    if index.d != int(r["dimension"]) or index.ntotal != int(r["count"]):
-        raise ToolkitError(f"{f}: holds {index.ntotal} vectors of dimension {index.d}, manifest says "
-                           f"{r['count']} of {r['dimension']} (index directory is inconsistent; rebuild)")
-    set_search_params(index, eff)
-    index, device, res = place(index, cfg.faiss, eff)
-    store = ChunkStore(path / STORE_NAME)
-    if len(store) != index.ntotal:
-        raise ToolkitError(f"{path / STORE_NAME}: {len(store)} chunks for {index.ntotal} vectors (rebuild)")
-    return FaissBackend(index, store, device, res)

@@ -1,4 +1,5 @@
-"""Milvus backend: the same build/search contract as FAISS, through ``pymilvus.MilvusClient``.
+"""Milvus backend (:class:`MilvusBackend`, a :class:`toolkit.retrieval.backend.VectorBackend`), through
+``pymilvus.MilvusClient``.
 
 For users who outgrow one machine: ``milvus_uri`` pointing at Milvus standalone or distributed
 (``http://host:19530``) shards and replicates the collection; without it, an embedded milvus-lite database
@@ -17,6 +18,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.retrieval.chunking import Chunk
+from toolkit.retrieval.config import IndexConfig
 
 LITE_NAME = "milvus.db"
 MAX_TEXT = 65535  # Milvus VARCHAR limit (bytes)
@@ -94,6 +96,21 @@ class MilvusBackend:
     """Search a collection; returns ``(score, Chunk)`` pairs like :class:`FaissBackend`."""
 
     device = "milvus"
+
+    @classmethod
+    def build(cls, directory: Path, vectors: np.ndarray, chunks: list[Chunk], eff: dict[str, Any],
+              config: IndexConfig, version: str) -> dict[str, Any]:
+        # a remote build gets a fresh collection, so a server still reading the old one is never disturbed
+        collection = f"{config.milvus_collection}_{version}" if config.milvus_uri else config.milvus_collection
+        uri = config.milvus_uri or lite_uri(directory)
+        write_milvus(uri, collection, vectors, chunks, eff)
+        return {"milvus_uri": config.milvus_uri, "milvus_collection": collection,
+                "milvus_index_type": index_params(uri, eff["index_type"])[0]}
+
+    @classmethod
+    def load(cls, directory: Path, results: dict[str, Any], eff: dict[str, Any],
+             config: IndexConfig) -> MilvusBackend:
+        return cls(results.get("milvus_uri") or lite_uri(directory), results["milvus_collection"], eff)
 
     def __init__(self, uri: str, collection: str, eff: dict[str, Any]) -> None:
         self.uri, self.collection = uri, collection

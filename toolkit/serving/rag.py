@@ -19,7 +19,8 @@ from typing import Any
 from toolkit.prompt import rag_messages
 from toolkit.retrieval.index import Hit, RetrievalIndex
 from toolkit.serving.cache import CacheEntry, QueryCache
-from toolkit.serving.llm import EngineClient, Generation
+from toolkit.serving.engine_api import ChatEngine
+from toolkit.serving.llm import Generation
 from toolkit.serving.metrics import Metrics
 from toolkit.serving.profiles import EndpointSettings
 
@@ -116,7 +117,7 @@ class RagRun:
 
 
 class RagService:
-    def __init__(self, index: RetrievalIndex, engine: EngineClient, settings: EndpointSettings,
+    def __init__(self, index: RetrievalIndex, engine: ChatEngine, settings: EndpointSettings,
                  prompt: PromptBuilder, metrics: Metrics) -> None:
         self.index, self.engine, self.settings, self.prompt, self.metrics = index, engine, settings, prompt, metrics
         self.cache = QueryCache(settings.cache_size)
