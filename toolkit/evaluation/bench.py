@@ -68,6 +68,16 @@ def vllm_throughput(model: str, batch_sizes: list[int], prompt_tokens: int, new_
     return {"engine_load_s": res["engine_load_s"], "tok_s": {b: v["median"] for b, v in res["decode"].items()}}
 
 
+def comparison_rows(batches: list[int], vllm_tok_s: dict[str, float],
+                    transformers_tok_s: dict[str, float]) -> list[dict[str, float]]:
+    """One row per concurrency (tok/s keyed by its string): both throughputs and vLLM / transformers."""
+    rows = []
+    for b in batches:
+        vv, tt = vllm_tok_s[str(b)], transformers_tok_s[str(b)]
+        rows.append({"concurrency": b, "vllm_tok_s": vv, "transformers_tok_s": tt, "ratio": vv / tt})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -99,11 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"vLLM vs transformers generate — {Path(model).name} — {hardware_fingerprint(hardware_report())}")
     for col in ("concurrency", "vLLM tok/s", f"transformers tok/s ({t['dtype']}, {t['threads']} threads)", "ratio"):
         table.add_column(col, justify="right")
-    rows = []
-    for b in batches:
-        vv, tt = v["tok_s"][str(b)], t["tok_s"][str(b)]
-        rows.append({"concurrency": b, "vllm_tok_s": vv, "transformers_tok_s": tt, "ratio": vv / tt})
-        table.add_row(str(b), f"{vv:.1f}", f"{tt:.1f}", f"{vv / tt:.2f}x")
+    rows = comparison_rows(batches, v["tok_s"], t["tok_s"])
+    for r in rows:
+        table.add_row(str(r["concurrency"]), f"{r['vllm_tok_s']:.1f}", f"{r['transformers_tok_s']:.1f}",
+                      f"{r['ratio']:.2f}x")
     console.print(table)
     console.print(f"vLLM engine load: {v['engine_load_s']:.1f} s (not included in tok/s)")
     if args.json:

@@ -28,8 +28,18 @@ FOUR_BIT = {"W4A16", "W4A16_ASYM"}
 
 
 def recovery(ppl_rtn: float, ppl_x: float, ppl_source: float) -> float | None:
+    """Share of RTN's perplexity loss a variant wins back: 1 = back to the source model, 0 = no better than RTN,
+    negative = worse than RTN. None when RTN lost nothing (there is nothing to recover)."""
     loss = ppl_rtn - ppl_source
     return None if loss <= 0 else (ppl_rtn - ppl_x) / loss
+
+
+def vs_source(row: dict[str, Any], source: dict[str, Any]) -> dict[str, float | None]:
+    """A variant's size on disk (``size``) and decode tok/s (``b1``, ``b8``) as multiples of the unquantized
+    model's; None for a speed either side has no figure for (not measured, or vLLM could not run it)."""
+    v, base = row.get("vllm", {}), source.get("vllm", {})
+    return {"size": row["size_bytes"] / source["size_bytes"],
+            **{k: v[k] / base[k] if k in v and k in base else None for k in ("b1", "b8")}}
 
 
 def _throughput(model: Path, args) -> dict[str, Any]:
@@ -109,22 +119,21 @@ def render(report: dict[str, Any]) -> None:
                 "decode tok/s b1", "decode tok/s b8"):
         table.add_column(col, justify="left" if col in ("recipe", "scheme") else "right")
 
-    def tok(v: dict, key: str) -> str:
+    def tok(v: dict, key: str, rel: float | None = None) -> str:
         if "error" in v:
             return "n/a"
         if key not in v:
             return "—"
-        rel = f" ({v[key] / base[key]:.2f}×)" if key in base and v is not base else ""
-        return f"{v[key]:.1f}{rel}"
+        return f"{v[key]:.1f}" + ("" if rel is None else f" ({rel:.2f}×)")
 
     table.add_row("source (unquantized)", src["dtype"], f"{src['ppl']:.3f}", "—", "—",
                   f"{src['size_bytes'] / 1e6:.1f}", tok(base, "b1"), tok(base, "b8"))
     for name, r in report["rows"].items():
-        rec = r["rtn_loss_recovered"]
+        rec, x = r["rtn_loss_recovered"], vs_source(r, src)
         v = r.get("vllm", {})
         table.add_row(name, r["scheme"], f"{r['ppl']:.3f}", "—" if rec is None else f"{rec:.0%}",
-                      f"{r['quantize_s']:.1f}", f"{r['size_bytes'] / 1e6:.1f} ({r['size_bytes'] / src['size_bytes']:.2f}×)",
-                      tok(v, "b1"), tok(v, "b8"))
+                      f"{r['quantize_s']:.1f}", f"{r['size_bytes'] / 1e6:.1f} ({x['size']:.2f}×)",
+                      tok(v, "b1", x["b1"]), tok(v, "b8", x["b8"]))
     console = Console()
     console.print(table)
     for name, r in report["rows"].items():

@@ -1,0 +1,45 @@
+"""Arithmetic behind the serving benchmark (README): cold-start ratios, recall against the exact index,
+endpoint overhead and the medians it reports, hand-computed; then a real run at small sizes (no engine)."""
+
+import re
+
+import numpy as np
+import pytest
+
+from toolkit.serving.bench import cold_start_ratios, endpoint_overhead_ms, main, p50, recall_vs_truth
+
+
+def test_cold_start_ratios_without_and_with_the_shared_model_load():
+    ratio, with_model = cold_start_ratios(rebuild_s=20.0, load_s=0.01, embedder_load_s=2.0)
+    assert ratio == pytest.approx(2000.0)
+    assert with_model == pytest.approx(22.0 / 2.01)  # 10.945...: the model load both paths pay dominates
+
+
+def test_recall_vs_truth_is_mean_overlap_over_k():
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    found = np.array([[4, 3, 2, 1], [5, 6, 9, 10]])  # order does not matter; 4/4 and 2/4
+    assert recall_vs_truth(found, truth) == pytest.approx(0.75)
+    assert recall_vs_truth(truth, truth) == 1.0
+
+
+def test_endpoint_overhead_is_total_minus_engine_time():
+    assert endpoint_overhead_ms({"total": 130.5, "llm_total": 118.0, "embed": 9.0}) == pytest.approx(12.5)
+
+
+def test_p50_is_the_median():
+    assert p50([3.0, 1.0, 2.0, 10.0]) == 2.5 and p50([5.0]) == 5.0
+
+
+@pytest.mark.filterwarnings("ignore:typing.(io|re) is deprecated:DeprecationWarning")  # stdlib docstring scan
+def test_real_run_at_small_sizes(tmp_path, capsys):
+    """Cold start and index types, end to end on 60 chunks and 2,000 vectors (the endpoint part needs vLLM)."""
+    rc = main(["--chunks", "60", "--chunk-words", "32", "--vectors", "2000", "--queries", "20", "--nlist", "16",
+               "--skip", "endpoint", "--workdir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "[1] cold start, 60 chunks" in out and "ratio rebuild/load:" in out
+    assert "[2] retrieval stage on 60 chunks, 20 distinct queries" in out
+    recalls = dict(re.findall(r"^\s+(flat|ivf|ivfpq|hnsw)\s+recall@10 ([\d.]+)", out, re.M))
+    assert set(recalls) == {"flat", "ivf", "ivfpq", "hnsw"}
+    assert recalls["flat"] == "1.000"  # flat is the reference it is measured against
+    assert all(0.0 <= float(v) <= 1.0 for v in recalls.values())
