@@ -67,3 +67,14 @@ def test_shipped_recipes_load():
         assert load_distill_recipe(path).method == name
         first = path.read_text().splitlines()[0]
         assert first.startswith("# ") and f"make distill RECIPE=recipes/distill/{name}.yaml" in path.read_text()
+
+
+def test_student_keeps_every_kth_teacher_layer():
+    from toolkit.distill.recipe import StudentSpec
+    from toolkit.distill.student import default_layers
+
+    assert default_layers(30, 3) == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27]  # SmolLM2 recipes: 10 of 30 layers
+    assert default_layers(5) == [0, 2, 4]
+    assert StudentSpec().keep_every == 2
+    with pytest.raises(ValueError):
+        StudentSpec(keep_every=0)

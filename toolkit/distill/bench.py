@@ -1,7 +1,7 @@
 """Distillation benchmark: ``python -m toolkit.distill.bench [--teacher DIR] [--steps N]`` (``make bench-distill``).
 
-One run, side by side on the same machine, all students initialised identically (every other teacher layer,
-weights copied) and trained for the same number of steps:
+One run, side by side on the same machine, all students initialised identically (the white-box recipe's
+teacher-layer subset, weights copied) and trained for the same number of steps:
 
 - teacher (the reference model),
 - white-box KD student (``recipes/distill/whitebox-kd.yaml``),
@@ -11,9 +11,9 @@ weights copied) and trained for the same number of steps:
 Measured: validation perplexity (same token windows for all), QA token-F1 on test-split questions with the
 gold document as context (greedy transformers ``generate``, same prompts for all; F1 is
 :func:`toolkit.evaluation.metrics.token_f1`, SQuAD-style), and vLLM decode tokens/s (offline
-``throughput`` job, batch 1 and 8) of the teacher and the half-depth student (the three students share one
+``throughput`` job, batch 1 and 8) of the teacher and the student (the three students share one
 architecture, so one measurement stands for all). Targets: KD student perplexity below the CE-only
-student's; half-depth student ≥ 1.8× the teacher's decode tokens/s with perplexity within 10 % of the
+student's; student ≥ 1.8× the teacher's decode tokens/s with perplexity within 10 % of the
 teacher's. The report is printed and saved to ``artifacts/reports/distill-bench.json``.
 """
 
@@ -78,7 +78,7 @@ def ppl_vs_teacher(ppl: float, teacher_ppl: float) -> float:
 
 def bench_targets(ppl: dict[str, float], speedup: dict[str, float], students: list[str]) -> dict[str, bool]:
     """The benchmark's pass/miss lines: KD beats CE-only, the best student is within 10 % of the teacher's
-    perplexity, the half-depth student decodes >= 1.8x the teacher's tok/s (a missing batch size misses)."""
+    perplexity, the student decodes >= 1.8x the teacher's tok/s (a missing batch size misses)."""
     return {
         "kd_beats_ce_only_ppl": ppl["whitebox-kd"] < ppl["ce-only"],
         "best_student_ppl_within_10pct_of_teacher": min(ppl[k] for k in students) <= 1.1 * ppl["teacher"],
@@ -135,7 +135,7 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"\n== QA F1 on {len(questions)} test questions (gold context) ==", flush=True)
     dirs = {"teacher": teacher, **{k: work / k for k in runs}}
     f1 = {k: round(qa_f1(d, questions, context_chars), 4) for k, d in dirs.items()}
-    print("\n== vLLM decode tokens/s (teacher, half-depth student) ==", flush=True)
+    print("\n== vLLM decode tokens/s (teacher, student) ==", flush=True)
     tps = {"teacher": decode_tps(teacher), "student": decode_tps(work / "whitebox-kd")}
 
     ppl = {"teacher": runs["whitebox-kd"]["results"]["validation_perplexity"]["teacher"],

@@ -13,8 +13,8 @@ import json
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, help="recipes/distill/<name>.yaml")
     parser.add_argument("--teacher", required=True, help="teacher model directory (or hub id)")
-    parser.add_argument("--student", help="student model directory or config.json (default: every other "
-                                          "teacher layer, weights copied; or the recipe's student section)")
+    parser.add_argument("--student", help="student model directory or config.json (default: the recipe's "
+                                          "student section, a subset of the teacher's layers, weights copied)")
     parser.add_argument("--output", help="output directory (default artifacts/models/<teacher>-<method>)")
     parser.add_argument("--max-steps", type=int, help="override training.max_steps")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an "

@@ -18,12 +18,13 @@ class StudentSpec(StrictModel):
     """Where the student comes from. ``path`` (or ``--student``) wins over ``layers``.
 
     - ``layers``: teacher layer indices to keep, weights copied (embeddings, final norm and LM head too).
-      Default: every other layer (0, 2, 4, …), DistilBERT's initialisation.
+      Default: every ``keep_every``-th layer (0, k, 2k, …); ``keep_every: 2`` is DistilBERT's initialisation.
     - ``path``: a model directory with weights (fine-tuned as is), or a directory / ``config.json`` without
       weights (randomly initialised from that config). It must use the teacher's tokenizer for white-box KD.
     """
 
     layers: list[int] | None = None
+    keep_every: int = Field(2, ge=1, description="with layers null: keep teacher layers 0, k, 2k, ...")
     path: str | None = None
 
 

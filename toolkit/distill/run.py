@@ -62,7 +62,7 @@ def _param_count(model) -> int:
 
 def _load_models(recipe: DistillRecipe, teacher: str, student_path: str | None, dtype):
     """Teacher (frozen later), its tokenizer, the student and the student's tokenizer, checked together."""
-    from toolkit.distill.student import check_same_vocabulary, load_student, student_from_teacher
+    from toolkit.distill.student import check_same_vocabulary, default_layers, load_student, student_from_teacher
     from toolkit.modeling import load_causal_lm, load_tokenizer, resolve_model
 
     try:
@@ -78,9 +78,9 @@ def _load_models(recipe: DistillRecipe, teacher: str, student_path: str | None, 
         student_tok = load_tokenizer(student_path) if has_tok else tok
         layers = None
     else:
-        student_tok, layers = tok, recipe.student.layers
+        n_layers, every = teacher_model.config.num_hidden_layers, recipe.student.keep_every
+        student_tok, layers = tok, recipe.student.layers or default_layers(n_layers, every)
         student = student_from_teacher(teacher_model, layers)
-        layers = layers or list(range(0, teacher_model.config.num_hidden_layers, 2))
     if recipe.method == "whitebox-kd":
         check_same_vocabulary(tok, student_tok, teacher_model, student, teacher, student_path or "(from teacher)")
     return tok, teacher_model, student_tok, student, layers

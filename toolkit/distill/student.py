@@ -18,9 +18,9 @@ from toolkit.errors import ToolkitError
 _LAYER_KEY = re.compile(r"^(.*\blayers\.)(\d+)(\..*)$")
 
 
-def default_layers(n_layers: int) -> list[int]:
-    """Every other layer, starting with the first: 0, 2, 4, … (half the depth, rounded up)."""
-    return list(range(0, n_layers, 2))
+def default_layers(n_layers: int, keep_every: int = 2) -> list[int]:
+    """Every ``keep_every``-th layer, starting with the first: 0, 2, 4, … for 2 (half the depth, rounded up)."""
+    return list(range(0, n_layers, keep_every))
 
 
 def check_layers(layers: list[int], n_layers: int) -> list[int]:
@@ -34,7 +34,7 @@ def check_layers(layers: list[int], n_layers: int) -> list[int]:
     return list(layers)
 
 
-def student_from_teacher(teacher, layers: list[int] | None = None):
+def student_from_teacher(teacher, layers: list[int] | None = None, keep_every: int = 2):
     """A new model of the teacher's class with only ``layers`` kept, every kept weight copied.
 
     Works for decoder-only models whose blocks live under ``…layers.<i>.`` in the state dict (Llama, Qwen2,
@@ -43,7 +43,7 @@ def student_from_teacher(teacher, layers: list[int] | None = None):
     import torch
 
     n = teacher.config.num_hidden_layers
-    layers = check_layers(layers if layers is not None else default_layers(n), n)
+    layers = check_layers(layers if layers is not None else default_layers(n, keep_every), n)
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
     for attr in ("layer_types",):  # per-layer settings (sliding vs full attention) follow their layer

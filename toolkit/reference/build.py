@@ -10,7 +10,6 @@ complete output only says it is up to date; ``--force`` rebuilds.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from toolkit.config import dump_recipe
 from toolkit.errors import ToolkitError
+from toolkit.jsonl import read_jsonl
 from toolkit.manifest import RunRecord, atomic_dir, read_manifest
 from toolkit.prompt import prompt_record
 from toolkit.reference.recipe import ReferenceRecipe
@@ -179,8 +179,7 @@ def _train_and_evaluate(recipe: ReferenceRecipe, tmp: Path, out: Path, tokenizer
     from toolkit.reference import train as tr
 
     t, m = recipe.training, recipe.model
-    docs = {json.loads(line)["id"]: json.loads(line)["text"]
-            for line in (tmp / "docs.jsonl").read_text(encoding="utf-8").splitlines()}
+    docs = {d["id"]: d["text"] for d in read_jsonl(tmp / "docs.jsonl")}
     train_pairs = [q for q in qa if q["split"] == "train"][: t.qa_examples]
     train_doc_text = {q["doc_id"]: docs[q["doc_id"]] for q in qa if q["split"] == "train"}
     model_dir = tmp / "model"
