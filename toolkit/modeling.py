@@ -41,9 +41,9 @@ def resolve_model(path_or_id: str | Path) -> str:
         if not any(a.endswith("ForCausalLM") for a in archs):
             raise ToolkitError(f"{p}: not a causal LM (architectures: {archs or 'none'})")
         return str(p)
-    if s.startswith((".", "/", "~")) or s.count("/") > 1 or not s:
-        raise ToolkitError(f"{s}: model path not found")
-    return s  # a hub id; loading it reports reachability
+    if s.startswith((".", "/", "~")) or s.count("/") > 1 or not s:  # path-like: never sent to the hub
+        raise ToolkitError(f"{s}: no such directory (model path not found; a hub id is 'name' or 'org/name')")
+    return s  # a hub id ('gpt2', 'org/name'); loading it reports reachability
 
 
 def load_tokenizer(path_or_id: str | Path):

@@ -7,16 +7,14 @@ answers through the serving engine). One subprocess per job: the engine loads on
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from toolkit.engine.launch import kill_group, spawn, vllm_command
 from toolkit.errors import ToolkitError
-from toolkit.paths import REPO_ROOT, vllm_python
-
-DEFAULT_KV_CACHE_GIB = "1"
 
 
 def engine_args(model: str | Path, **overrides: Any) -> dict[str, Any]:
@@ -26,14 +24,6 @@ def engine_args(model: str | Path, **overrides: Any) -> dict[str, Any]:
     return args
 
 
-def engine_env(kv_cache_gib: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", kv_cache_gib or DEFAULT_KV_CACHE_GIB)
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def last_error_line(log: str) -> str:
     """The most telling line of an engine log: the last one naming an error, else the last line."""
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
@@ -41,21 +31,21 @@ def last_error_line(log: str) -> str:
     return (errors or lines or ["no output"])[-1][:400]
 
 
-def run_offline(task: str, engine: dict[str, Any], timeout_s: float = 1800, **job: Any) -> dict[str, Any]:
-    """Run one offline job (``generate`` or ``throughput``) in the serving environment; return its result."""
-    python = vllm_python()
-    if not python.exists():
-        raise ToolkitError(f"{python}: serving environment missing; run `make setup`")
+def run_offline(task: str, engine: dict[str, Any], timeout_s: float = 1800, env: Mapping[str, str] | None = None,
+                **job: Any) -> dict[str, Any]:
+    """Run one offline job (``generate`` or ``throughput``) in the serving environment; return its result.
+
+    ``env``: variables for the engine process only (see :func:`toolkit.engine.launch.engine_env`)."""
     with tempfile.TemporaryDirectory(prefix="toolkit-vllm-") as tmp:
         job_path, result_path, log_path = Path(tmp, "job.json"), Path(tmp, "result.json"), Path(tmp, "engine.log")
         job_path.write_text(json.dumps({"task": task, "engine": engine, **job}))
-        with open(log_path, "w") as log:
-            try:
-                proc = subprocess.run([str(python), "-m", "toolkit.engine.offline", str(job_path), str(result_path)],
-                                      stdout=log, stderr=subprocess.STDOUT, env=engine_env(), timeout=timeout_s,
-                                      cwd=REPO_ROOT)
-            except subprocess.TimeoutExpired:
-                raise ToolkitError(f"vLLM {task} job on {engine['model']} exceeded {timeout_s:.0f} s") from None
+        proc = spawn(vllm_command("toolkit.engine.offline", str(job_path), str(result_path)), log_path, env)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise ToolkitError(f"vLLM {task} job on {engine['model']} exceeded {timeout_s:.0f} s") from None
+        finally:  # the whole group: vLLM's engine-core processes too, on time-out, error or Ctrl-C
+            kill_group(proc, grace_s=10)
         if proc.returncode != 0 or not result_path.exists():
             raise ToolkitError(f"vLLM {task} job on {engine['model']} failed (exit {proc.returncode}): "
                                f"{last_error_line(log_path.read_text(errors='replace'))}")

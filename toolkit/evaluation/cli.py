@@ -43,16 +43,6 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _served_model_name(engine_url: str) -> str | None:
-    import httpx
-
-    try:
-        data = httpx.get(f"{engine_url}/v1/models", timeout=10).json()
-        return data["data"][0]["id"]
-    except Exception:  # noqa: BLE001 - engine-alone points are then skipped, with a note
-        return None
-
-
 def eval_profile(profile: str | None, suite, out_dir: Path) -> Path:
     """The serving profile the eval runs with: the user's (or the device default) with the suite's engine
     settings applied: prefix caching as the suite says, the hot-query cache off unless asked for (repeated
@@ -80,8 +70,11 @@ def _stack(args: argparse.Namespace, suite, model: str, stack=None):
         yield stack.url, stack.engine_url, stack.served_model_name, stack.engine_startup_s, stack.engine_pid
         return
     if args.url:
+        from toolkit.serving.model_ref import engine_model_id
+
         engine_url = args.engine_url.rstrip("/") if args.engine_url else None
-        yield (args.url.rstrip("/"), engine_url, _served_model_name(engine_url) if engine_url else None, None, None)
+        # an --engine-url that does not answer is an error, not a silently skipped measurement
+        yield (args.url.rstrip("/"), engine_url, engine_model_id(engine_url) if engine_url else None, None, None)
         return
     import tempfile
 

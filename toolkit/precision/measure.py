@@ -18,12 +18,9 @@ run continues: one broken format must not hide the measurements of the others.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,21 +86,6 @@ def quantized_checkpoint(model: Path, candidate: str, recipe: Path, work_dir: Pa
     return out
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    """Set environment variables for a child process started inside the block (run_offline copies os.environ)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def engine_throughput(checkpoint: Path, planned: Planned, tp: ThroughputSettings) -> dict[str, Any]:
     """One engine start: decode tokens/s per batch size and prefill tokens/s, with their spread."""
     from toolkit.engine.client import engine_args, run_offline
@@ -112,11 +94,10 @@ def engine_throughput(checkpoint: Path, planned: Planned, tp: ThroughputSettings
     max_len = max(tp.prefill_tokens, tp.prompt_tokens + tp.new_tokens) + 8
     args = engine_args(checkpoint, dtype=c.engine_dtype, max_model_len=max_len,
                        kv_cache_dtype=None if planned.kv_cache_dtype == "auto" else planned.kv_cache_dtype)
-    env = {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"} if c.tf32 else {}
-    with _env(**env):
-        return run_offline("throughput", args, batch_sizes=tp.batch_sizes, new_tokens=tp.new_tokens,
-                           prompt_tokens=tp.prompt_tokens, prefill_tokens=tp.prefill_tokens,
-                           prefill_batch=tp.prefill_batch, repeats=tp.repeats)
+    env = {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"} if c.tf32 else {}  # the engine's environment only
+    return run_offline("throughput", args, env=env, batch_sizes=tp.batch_sizes, new_tokens=tp.new_tokens,
+                       prompt_tokens=tp.prompt_tokens, prefill_tokens=tp.prefill_tokens,
+                       prefill_batch=tp.prefill_batch, repeats=tp.repeats)
 
 
 def eval_windows(model: Path, recipe: PrecisionRecipe, eval_data: Path) -> list[list[int]]:

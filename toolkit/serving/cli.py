@@ -1,13 +1,19 @@
 """``toolkit serve``: start vLLM with a profile, then the RAG endpoint in front of it, until Ctrl-C/SIGTERM.
 
-The index is loaded (and checked against its embedding model) before the engine starts, so a bad index fails
-in seconds rather than after a minute of engine warm-up. Stopping the command stops the engine's whole
-process group; nothing is left running.
+It runs exactly the stack evaluation and the benchmarks measure (:func:`toolkit.serving.stack.running_stack`),
+and waits on a signal. The endpoint starts first and loads the index (checked against its embedding model),
+so a bad index fails in seconds rather than after a minute of engine warm-up. Stopping the command stops the
+endpoint and the engine's whole process group; nothing is left running.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from toolkit.serving.stack import Stack
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,62 +30,60 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import signal
-    from pathlib import Path
+    import time
 
     from toolkit import paths
     from toolkit.errors import ToolkitError
+    from toolkit.serving.model_ref import served_model
     from toolkit.serving.profiles import load_profile
+    from toolkit.serving.stack import running_stack
 
     profile = load_profile(args.profile)
-    if args.model is None:
-        chosen = Path(profile.model) if profile.model else paths.REFERENCE_MODEL
-        args.model = str(chosen if chosen.is_absolute() or chosen.exists() else paths.REPO_ROOT / chosen)
+    model, where = args.model, "--model"
+    if model is None:  # the profile's checkpoint (relative to the repository root), else the reference model
+        model, where = profile.model or str(paths.REFERENCE_MODEL), "profile 'model'"
+        if not Path(model).is_absolute() and not Path(model).exists() and (paths.REPO_ROOT / model).exists():
+            model = str(paths.REPO_ROOT / model)
+    try:
+        served_model(model)  # the stack resolves it again; this only names the option in the error
+    except ToolkitError as exc:
+        raise ToolkitError(f"{where} {exc}") from None
     index_dir = Path(args.index) if args.index else paths.INDEXES_DIR / "flat"
-    model = Path(args.model)
-    looks_like_hub_id = args.model.count("/") == 1 and not args.model.startswith((".", "/", "~"))
-    if not model.exists() and not looks_like_hub_id:
-        raise ToolkitError(f"--model {args.model}: no such directory")
 
-    def terminate(signum, _frame):  # during engine start-up: unwind through the finally below
-        raise SystemExit(128 + signum)
+    state = {"ready": False, "stop": 0}
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    def on_signal(signum: int, _frame: object) -> None:
+        first, state["stop"] = not state["stop"], signum
+        if first and not state["ready"]:  # during start-up: unwind through the stack's clean-up
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
+        # once serving (or already stopping): the wait below ends and the stack shuts down, uninterrupted
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _serve(args, profile, index_dir)
+        with running_stack(model, index_dir, profile=args.profile, host=args.host, port=args.port,
+                           engine_port=args.engine_port, engine_url=args.engine_url, progress=True) as stack:
+            state["ready"] = True
+            _announce(stack, index_dir)
+            while not state["stop"]:
+                if failure := stack.failure():
+                    raise ToolkitError(failure)
+                time.sleep(0.5)
+            print("stopping…", flush=True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _serve(args: argparse.Namespace, profile, index_dir) -> int:
-    from toolkit.retrieval.config import FaissParams, IndexConfig
-    from toolkit.retrieval.index import load_index
-    from toolkit.serving.engine import EngineProcess, wait_with_progress
-    from toolkit.serving.profiles import engine_command, engine_environment
-    from toolkit.serving.server import build_app, serve_app
-    from toolkit.serving.stack import served_name
-
-    rs = profile.retrieval
-    knobs = {k: v for k, v in {"nprobe": rs.nprobe, "ef_search": rs.ef_search}.items() if v is not None}
-    index = load_index(index_dir, config=IndexConfig(faiss=FaissParams(device=rs.device, **knobs)),
-                       threads=profile.endpoint.embed_threads)
-    print(f"index {index_dir}: {index.info()['count']} chunks ({index.info()['index_type']}, "
-          f"{index.info()['device']})")
-    engine = None
-    try:
-        name = served_name(args.model)
-        engine_url = args.engine_url
-        if engine_url is None:
-            cmd = engine_command(args.model, args.engine_port, name, profile, args.host)
-            engine = EngineProcess(cmd, args.engine_port, engine_environment(profile), args.host)
-            print(f"engine log: {engine.log_path}")
-            wait_with_progress(engine, profile.engine.startup_timeout_s)
-            engine_url = engine.url
-        app = build_app(index_dir, engine_url, profile, args.model, name if engine else None, index_obj=index)
-        print(f"RAG endpoint: http://{args.host}:{args.port}/v1/rag  (OpenAI: http://{args.host}:{args.port}/v1, "
-              f"health: /healthz, metrics: /metrics)  engine: {engine_url}")
-        serve_app(app, args.host, args.port)
-    finally:
-        if engine is not None:
-            print("stopping engine…")
-            engine.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _announce(stack: Stack, index_dir: Path) -> None:
+    """What is being served, where, and where the servers log (the endpoint reports its index)."""
+    import contextlib
+
+    import httpx
+
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):  # the URLs matter more
+        info = httpx.get(f"{stack.url}/healthz", timeout=30).json()["index"]
+        print(f"index {index_dir}: {info['count']} chunks ({info['index_type']}, {info['device']})")
+    print(f"RAG endpoint: {stack.url}/v1/rag  (OpenAI: {stack.url}/v1, health: /healthz, metrics: /metrics)  "
+          f"engine: {stack.engine_url}")
+    print(f"logs: {stack.endpoint_log}" + (f", {stack.engine_log}" if stack.engine_log else ""), flush=True)

@@ -1,16 +1,12 @@
-"""vLLM OpenAI server as a child process: start, wait for readiness with progress, stop without orphans.
+"""vLLM's OpenAI server as a child process: start, wait for readiness with progress, stop without orphans.
 
-The engine runs in its own session (``start_new_session``), so one ``killpg`` reaches the API server *and*
-the engine-core processes it spawns. ``PR_SET_PDEATHSIG`` makes the kernel send SIGTERM to the server if the
-launching process dies without cleaning up (e.g. SIGKILL), the case no ``finally`` block can cover.
+Launched through :mod:`toolkit.engine.launch` (its own session, its environment given explicitly, SIGTERM if we
+die), so one ``killpg`` reaches the API server *and* the engine-core processes it spawns.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,11 +16,9 @@ from pathlib import Path
 
 import httpx
 
-from toolkit.engine.client import engine_env, last_error_line
+from toolkit.engine.client import last_error_line
+from toolkit.engine.launch import kill_group, spawn
 from toolkit.errors import ToolkitError
-from toolkit.paths import REPO_ROOT
-
-PR_SET_PDEATHSIG = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,45 +28,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def kill_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
-    """SIGTERM the child's process group, wait ``grace_s``, then SIGKILL whatever is left."""
-    try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        pgid = None
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        if pgid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=wait)
-        if proc.poll() is not None and (pgid is None or not _group_alive(pgid)):
-            return
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 class EngineProcess:
-    """One vLLM OpenAI server. ``start()`` returns once ``/v1/models`` answers; ``stop()`` is idempotent."""
+    """One vLLM OpenAI server. ``start()`` returns once ``/v1/models`` answers; ``stop()`` is idempotent.
+
+    ``cmd``: from :func:`toolkit.serving.profiles.engine_command`; ``env``: variables for the engine only, on
+    top of a copy of this process's environment (:func:`toolkit.engine.launch.engine_env`)."""
 
     def __init__(self, cmd: list[str], port: int, env: dict[str, str] | None = None, host: str = "127.0.0.1",
                  log_path: Path | None = None) -> None:
         self.cmd, self.port, self.host = cmd, port, host
         self.url = f"http://{host}:{port}"
-        self.env = {**engine_env(), **(env or {})}
+        self.env = dict(env or {})
         self.log_path = log_path or Path(tempfile.mkdtemp(prefix="toolkit-engine-")) / "engine.log"
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
@@ -84,9 +50,7 @@ class EngineProcess:
     def start(self, timeout_s: float = 600, on_tick: Callable[[float, str], None] | None = None) -> float:
         """Launch and wait until the OpenAI API answers; returns the start-up time in seconds."""
         t0 = time.perf_counter()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO_ROOT,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = spawn(self.cmd, self.log_path, self.env)
         try:
             self._wait_ready(t0, timeout_s, on_tick)
         except BaseException:

@@ -103,13 +103,3 @@ def _message(detail: str) -> str:
         return str(data.get("error", {}).get("message") or data.get("message") or detail)
     except (json.JSONDecodeError, AttributeError):
         return detail
-
-
-async def served_model_id(base_url: str) -> str:
-    """The first model id an OpenAI-compatible server lists (for ``engine_url`` deployments)."""
-    async with httpx.AsyncClient(timeout=5.0) as c:
-        try:
-            data = (await c.get(f"{base_url.rstrip('/')}/v1/models")).json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise EngineUnavailable(f"engine at {base_url} unreachable ({type(exc).__name__})") from None
-    return data["data"][0]["id"]

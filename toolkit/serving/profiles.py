@@ -14,7 +14,7 @@ from pydantic import Field
 
 from toolkit.config import StrictModel, load_recipe
 from toolkit.errors import ToolkitError
-from toolkit.paths import SERVE_DIR, vllm_python
+from toolkit.paths import SERVE_DIR
 from toolkit.prompt import SYSTEM_PROMPT
 
 Scalar = str | int | float | bool
@@ -97,10 +97,9 @@ def engine_command(model: str | Path, port: int, served_model_name: str, profile
     a minute-long engine start that would end in a kernel error.
     """
     from toolkit.engine.kernels import serving_blocker
+    from toolkit.engine.launch import vllm_command
 
-    python = vllm_python()
-    if not python.exists():
-        raise ToolkitError(f"{python}: serving environment missing; run `make setup`")
+    cmd = vllm_command("vllm.entrypoints.openai.api_server")  # first: it says when .venv-vllm is missing
     if blocker := serving_blocker(model, profile.device):
         raise ToolkitError(f"{blocker}: serve it on an AVX-512 CPU or a GPU "
                            "(`toolkit eval --no-serve` still measures its perplexity)")
@@ -116,7 +115,6 @@ def engine_command(model: str | Path, port: int, served_model_name: str, profile
         args.update(gpu_memory_utilization=e.gpu_memory_utilization, attention_backend=e.attention_backend)
     args.update(e.extra_args)
     args.update(extra or {})
-    cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server"]
     for name, value in args.items():
         if value is not None:
             cmd += _flag(name, value)

@@ -1,39 +1,52 @@
-"""Run the RAG endpoint (uvicorn) in front of an engine that is already up.
+"""Run the RAG endpoint (uvicorn) in front of an engine at ``--engine-url`` (up already, or starting).
 
-``python -m toolkit.serving.server --index I --engine-url U [--model DIR] [--profile P] [--host] [--port]``:
-the process :func:`toolkit.serving.stack.running_stack` starts. :func:`build_app` is shared with
-``toolkit serve``, which runs uvicorn in its own process after launching the engine.
+``python -m toolkit.serving.server --index I --engine-url U [--model M] [--served-model-name N] [--profile P]
+[--host] [--port]``: the process :func:`toolkit.serving.stack.running_stack` starts, for ``toolkit serve``,
+evaluation and the benchmarks alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.errors import ToolkitError
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-def build_app(index: str | Path, engine_url: str, profile, model: str | Path | None = None,
-              served_model_name: str | None = None, index_obj=None):
-    """Load the index (with its model/dimension checks) and return the FastAPI app."""
+    from toolkit.retrieval.config import IndexConfig
+    from toolkit.serving.profiles import RetrievalSettings, ServeProfile
+
+
+def index_config(retrieval: RetrievalSettings) -> IndexConfig:
+    """The run-time index knobs of a profile's ``retrieval`` section (only those it sets override the built ones)."""
     from toolkit.retrieval.config import FaissParams, IndexConfig
+
+    knobs = {k: v for k, v in {"nprobe": retrieval.nprobe, "ef_search": retrieval.ef_search}.items() if v is not None}
+    return IndexConfig(faiss=FaissParams(device=retrieval.device, **knobs))
+
+
+def build_app(index: str | Path, engine_url: str, profile: ServeProfile, model: str | Path | None = None,
+              served_model_name: str | None = None) -> FastAPI:
+    """Load the index (with its model/dimension checks) and return the FastAPI app.
+
+    ``model``: what the engine serves (its directory's tokenizer budgets prompts); ``served_model_name``:
+    the name to request it under (default: the one the engine reports)."""
     from toolkit.retrieval.index import load_index
     from toolkit.serving.app import create_app
-    from toolkit.serving.llm import EngineClient, served_model_id
+    from toolkit.serving.llm import EngineClient
     from toolkit.serving.metrics import Metrics
+    from toolkit.serving.model_ref import engine_model_id, served_model
     from toolkit.serving.rag import PromptBuilder, RagService
 
-    es, rs = profile.endpoint, profile.retrieval
-    if index_obj is None:
-        knobs = {k: v for k, v in {"nprobe": rs.nprobe, "ef_search": rs.ef_search}.items() if v is not None}
-        config = IndexConfig(faiss=FaissParams(device=rs.device, **knobs)) if knobs or rs.device != "auto" else None
-        index_obj = load_index(index, config=config, threads=es.embed_threads)
-    if served_model_name is None:
-        served_model_name = asyncio.run(served_model_id(engine_url))
-    local = Path(model) if model and Path(model).is_dir() else None
+    es = profile.endpoint
+    local = served_model(model).local_dir if model else None
+    index_obj = load_index(index, config=index_config(profile.retrieval), threads=es.embed_threads)
+    served_model_name = served_model_name or engine_model_id(engine_url)
     prompt = PromptBuilder(es.system_prompt, local, profile.engine.max_model_len)
     engine = EngineClient(engine_url, served_model_name, es.request_timeout_s)
     rag = RagService(index_obj, engine, es, prompt, Metrics())

