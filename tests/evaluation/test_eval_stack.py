@@ -222,10 +222,12 @@ def test_quality_only_report_sits_beside_served_ones_in_compare(reports, w4a16_m
     from toolkit.evaluation.report import read_report
 
     q = tmp_path / "w4.json"
-    out = toolkit_cli("eval", "--model", w4a16_model, "--suite", workdir / "suite.yaml", "--no-serve", "--output", q)
+    out = toolkit_cli("eval", "--model", w4a16_model, "--suite", workdir / "suite.yaml", "--no-serve",
+                      "same kernel as a served variant", "--output", q)
     assert out.returncode == 0, out.stderr[-2000:]
     r = read_report(q)
     assert r.latency.points == [] and "--no-serve" in r.latency.not_served
+    assert "same kernel as a served variant" in r.latency.not_served  # the caller's reason is kept
     assert r.quality.val_ppl is not None and 1 < r.quality.val_ppl < 1e6  # measured on the 4-bit weights
     assert r.quality.qa_f1 is None and r.resources.engine_startup_s is None
 

@@ -29,8 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="use an already running RAG endpoint instead of starting one")
     parser.add_argument("--engine-url", help="with --url: the bare vLLM server, for the engine-alone points")
     parser.add_argument("--output", help="report path (default: artifacts/reports/<model name>.json)")
-    parser.add_argument("--no-serve", action="store_true",
-                        help="quality-only report: perplexity, no engine (for a checkpoint vLLM cannot serve here)")
+    parser.add_argument("--no-serve", nargs="?", const=True, default=False, metavar="REASON",
+                        help="quality-only report: perplexity, no engine (for a checkpoint vLLM cannot serve here); "
+                        "an optional REASON is written into the report")
 
 
 def _git_commit() -> str | None:
@@ -204,6 +205,8 @@ def _not_served_reason(args: argparse.Namespace, model: str, stack) -> str | Non
         if args.url or stack is not None:
             raise ToolkitError("--no-serve: cannot be combined with --url (nothing would be measured there)")
         why = serving_blocker(model, load_profile(args.profile).device)
+        if isinstance(args.no_serve, str):  # the caller's reason (e.g. the demo's), beside the engine's own
+            why = "; ".join(w for w in (why, args.no_serve) if w)
         return f"--no-serve: {why}" if why else "--no-serve: quality-only report (perplexity), no engine started"
     if stack is None and not args.url:
         _index_dir(args)
