@@ -143,3 +143,27 @@ def test_quick_demo_end_to_end(tmp_path):
     again = subprocess.run([sys.executable, "-m", "toolkit", "demo", "--quick", "--output", str(root), "--plan"],
                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert again.stdout.count(": done") == 6  # a re-run resumes: every step is already done
+
+
+@pytest.mark.parametrize("winner, fastest, expected", [
+    ("int8", "fp32", "profile-unquantized.yaml"),  # AVX2: FP32 beats emulated BF16, a second baseline to run
+    ("int8", "bf16", None),  # AVX-512-BF16: BF16 is what vLLM serves out of the box, already measured
+    ("fp32", "fp32", "profile.yaml"),  # the winner itself is unquantized and not the out-of-the-box dtype
+    ("int8", None, None),  # nothing unquantized was measured
+])
+def test_second_baseline_is_the_fastest_unquantized_format_unless_it_is_out_of_the_box(
+        winner, fastest, expected, as_machine, tmp_path):
+    import yaml
+
+    from toolkit.demo import _fastest_unquantized_profile
+
+    as_machine("epyc-avx512-bf16-vnni")  # default profile: serve/cpu.yaml, dtype bfloat16
+    profile = tmp_path / "profile.yaml"
+    profile.with_suffix(".json").write_text(json.dumps(
+        {"selection": {"winner": winner, "fastest_unquantized": fastest}}))
+    dtypes = {"fp32": "float32", "bf16": "bfloat16", "int8": "bfloat16"}
+    profile.write_text(yaml.safe_dump({"engine": {"dtype": dtypes[winner]}}))
+    if fastest and fastest != winner:
+        (tmp_path / "profile-unquantized.yaml").write_text(yaml.safe_dump({"engine": {"dtype": dtypes[fastest]}}))
+    got = _fastest_unquantized_profile(profile)
+    assert (got.name if got else None) == expected

@@ -63,6 +63,8 @@ QUALITY_ONLY_ON_CPU = {
 DEMO_CPU_PRECISION = "fp32,bf16,int8"
 WINNER_RECIPE = {"int8": "gptq-w8a8-int8", "fp8": "fp8-dynamic"}  # formats that need a quantized checkpoint
 GATES = ["--max-ppl-increase", "25%", "--max-f1-drop", "0.05"]
+OUT_OF_THE_BOX = "reference-bf16"  # vLLM as a user starts it: the checkpoint's dtype, default profile
+FASTEST_UNQUANTIZED = "reference-fastest-unquantized"
 
 
 @dataclass
@@ -92,7 +94,8 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
     recipe = RECIPES_DIR / "reference" / ("quick.yaml" if quick else "default.yaml")
     steps = [Step("reference", model, lambda: ["reference", "--recipe", _rel(recipe), "--output", _rel(ref)])]
     # name -> (checkpoint, serving profile or None for the device default); the checkpoint may only be known later
-    variants: dict[str, tuple[Path | Callable[[], Path], Path | None]] = {"reference-bf16": (model, None)}
+    variants: dict[str, tuple[Path | Callable[[], Path], Path | Callable[[], Path | None] | None]] = {
+        OUT_OF_THE_BOX: (model, None)}
 
     def quantize(name: str, src: Path, out: Path) -> Step:
         return Step(f"quantize {out.name}", out, lambda: _quantize_argv(name, src, out))
@@ -116,6 +119,9 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
         # the student as deployed: served with the profile precision selection wrote (its dtype), quantized first
         # when INT8/FP8 won (not also evaluated plain: where BF16 wins that would be the same run twice)
         variants[winner_out.name] = (lambda: winner_out if winner_out.exists() else student, profile)
+        # the second baseline: the reference in the fastest unquantized format precision measured, when that is
+        # not the dtype vLLM serves it in out of the box (then reference-bf16 is both baselines)
+        variants[FASTEST_UNQUANTIZED] = (model, lambda: _fastest_unquantized_profile(profile))
     steps.append(Step("index", index, lambda: ["index", "build", "--docs", _rel(ref / "docs.jsonl"),
                                                "--output", _rel(index), "--index-type", "flat"]))
     report_paths = []
@@ -153,12 +159,32 @@ def _precision_candidates() -> list[str]:
     return [] if hardware_report()["device"] == "cuda" else ["--candidates", DEMO_CPU_PRECISION]
 
 
+def _fastest_unquantized_profile(profile: Path) -> Path | None:
+    """The profile of the fastest format served from the checkpoint as it is (``toolkit precision`` writes it
+    beside the winner's), or None when it is the out-of-the-box dtype (already measured) or was not measured."""
+    import yaml
+
+    from toolkit.serving.profiles import load_profile
+
+    selection = json.loads(profile.with_suffix(".json").read_text())["selection"]
+    name = selection.get("fastest_unquantized")
+    if name is None:
+        return None
+    path = profile if name == selection["winner"] else profile.with_name(f"{profile.stem}-unquantized.yaml")
+    dtype = (yaml.safe_load(path.read_text()).get("engine") or {}).get("dtype")
+    return None if dtype == load_profile().engine.dtype else path
+
+
 def _eval_argv(model: Path | Callable[[], Path], index: Path, suite: Path, report: Path,
-               profile: Path | None = None, quality_only: str | None = None) -> Callable[[], list[str] | None]:
-    def argv() -> list[str]:
+               profile: Path | Callable[[], Path | None] | None = None,
+               quality_only: str | None = None) -> Callable[[], list[str] | None]:
+    def argv() -> list[str] | None:
         path = model() if callable(model) else model
+        prof = profile() if callable(profile) else profile
+        if callable(profile) and prof is None:
+            return None  # e.g. the fastest unquantized format is the out-of-the-box one: nothing new to measure
         cmd = ["eval", "--model", _rel(path), "--index", _rel(index), "--suite", _rel(suite), "--output", _rel(report)]
-        cmd += ["--profile", _rel(profile)] if profile else []
+        cmd += ["--profile", _rel(prof)] if prof else []
         if quality_only:
             return cmd + ["--no-serve", quality_only]
         return cmd + ["--no-serve"] if _serving_blocker(path) else cmd
@@ -251,6 +277,38 @@ def summary_table(report_dir: Path):
     return table
 
 
+def speedups(report_dir: Path) -> list[str]:
+    """One line per served variant: its p50 end-to-end latency at the busiest shared concurrency against both
+    baselines, vLLM out of the box and the fastest unquantized format (the same run when they coincide)."""
+    from toolkit.evaluation.report import read_report
+
+    reports = {p.stem: read_report(p) for p in sorted(report_dir.glob("*.json"))}
+    base = reports.get(OUT_OF_THE_BOX)
+    if base is None:
+        return []
+    unq_name = FASTEST_UNQUANTIZED if FASTEST_UNQUANTIZED in reports else OUT_OF_THE_BOX
+
+    def p50(report, c):
+        return next((p.e2e_ms.p50 for p in report.latency.points if p.mode == "concurrency" and p.concurrency == c),
+                    None)
+
+    levels = [p.concurrency for p in base.latency.points if p.mode == "concurrency"]
+    if not levels:
+        return []
+    c = max(levels)
+    b0, b1 = p50(base, c), p50(reports[unq_name], c)
+    note = ("" if unq_name != OUT_OF_THE_BOX else
+            " (the out-of-the-box dtype is also the fastest unquantized one here)")
+    lines = [f"p50 end-to-end at concurrency {c}: vLLM out of the box ({OUT_OF_THE_BOX}) {b0:.0f} ms, fastest "
+             f"unquantized ({unq_name}) {b1:.0f} ms{note}"]
+    for name, r in reports.items():
+        x = p50(r, c)
+        if name in (OUT_OF_THE_BOX, FASTEST_UNQUANTIZED) or x is None:
+            continue
+        lines.append(f"  {name}: {x:.0f} ms = {b0 / x:.2f}x vs out of the box, {b1 / x:.2f}x vs fastest unquantized")
+    return lines
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a first look in a few minutes (DEMO=quick)")
     parser.add_argument("--output", default=None,
@@ -277,5 +335,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(log, json.dumps({**previous, **timings}, indent=1) + "\n")
     console = Console(width=None if sys.stdout.isatty() else 130)  # a log file keeps the table readable
     console.print(summary_table(root / "reports" / "demo"))
+    for line in speedups(root / "reports" / "demo"):
+        console.print(line)
     console.print(f"demo finished in {time.perf_counter() - t:.0f} s; report: {_rel(compare_dir / 'compare.html')}")
     return 0

@@ -68,6 +68,14 @@ def test_run_measures_each_candidate_and_writes_a_profile(tiny_run, tiny_llama):
     assert f"make serve MODEL={served} PROFILE=" in text  # header says what to serve it with
     assert f"# {sel['message']}" in text and "[" in text.split("bf16", 1)[1].splitlines()[0]
     assert "chosen" in proc.stdout and "decode b4" in proc.stdout
+    # the baseline to beat: BF16 is the only unquantized candidate; its own profile only when INT8 won
+    assert sel["fastest_unquantized"] == "bf16"
+    baseline = profile.with_name("tiny-unquantized.yaml")
+    assert baseline.is_file() == (sel["winner"] == "int8")
+    if baseline.is_file():
+        b = yaml.safe_load(baseline.read_text())
+        assert b["engine"]["dtype"] == "bfloat16" and b["model"] == str(tiny_llama)
+        assert "the fastest format served from the checkpoint as it is" in baseline.read_text()
 
 
 def test_profile_is_accepted_by_serve(tiny_run):

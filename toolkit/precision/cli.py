@@ -82,6 +82,11 @@ def _recipe(args: argparse.Namespace):
     return load_recipe(path, PrecisionRecipe, overrides)
 
 
+def unquantized_profile_path(output: Path) -> Path:
+    """``profile.yaml`` → ``profile-unquantized.yaml``: the fastest format served from the checkpoint as is."""
+    return output.with_name(f"{output.stem}-unquantized{output.suffix}")
+
+
 def _paths(args: argparse.Namespace, model: Path) -> tuple[Path, Path, Path]:
     from toolkit.paths import ARTIFACTS, SERVE_DIR
 
@@ -215,8 +220,17 @@ def run(args: argparse.Namespace) -> int:
     result["serve"] = {"model": serve_model(result), "profile": str(output)}
     from toolkit.manifest import atomic_write_text  # readers never see half a profile; runs never collide
 
+    unquantized = selection.get("fastest_unquantized")
+    if unquantized and unquantized != selection["winner"]:  # the baseline to beat, as its own profile
+        result["serve"]["unquantized_profile"] = str(unquantized_profile_path(output))
     atomic_write_text(json_out, json.dumps(result, indent=2) + "\n")
     atomic_write_text(output, dump_profile(profile, result))
+    if "unquantized_profile" in result["serve"]:
+        baseline = dump_profile(build_profile(result, unquantized), result, unquantized)
+        atomic_write_text(unquantized_profile_path(output), baseline)
     console.print(f"profile: {output}\nmeasurements: {json_out}\n"
                   f"serve it: make serve MODEL={result['serve']['model']} PROFILE={output}")
+    if unquantized:
+        console.print(f"fastest unquantized format (the baseline to beat): {unquantized}"
+                      + (f", profile {unquantized_profile_path(output)}" if unquantized != selection["winner"] else ""))
     return 0

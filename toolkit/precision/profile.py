@@ -82,13 +82,13 @@ def _base_profile(device: str) -> dict[str, Any]:
     return read_yaml(base) if base.is_file() else {}
 
 
-def build_profile(result: dict[str, Any]) -> dict[str, Any]:
-    """Serving profile for the selected candidate: the device's default profile with the chosen engine dtype
-    and KV-cache dtype. The checkpoint to serve and the justification go in as ``model``/``selection`` when
-    the serving schema has those fields; otherwise they are written as the profile's header comment
-    (:func:`dump_profile`) and in full in the ``.json`` beside it."""
+def build_profile(result: dict[str, Any], candidate: str | None = None) -> dict[str, Any]:
+    """Serving profile for the selected candidate (or ``candidate``): the device's default profile with its
+    engine dtype and KV-cache dtype. The checkpoint to serve and the justification go in as ``model``/
+    ``selection`` when the serving schema has those fields; otherwise they are written as the profile's header
+    comment (:func:`dump_profile`) and in full in the ``.json`` beside it."""
     rows = {r["name"]: r for r in result["candidates"]}
-    win = rows[result["selection"]["winner"]]
+    win = rows[candidate or result["selection"]["winner"]]
     device = result["hardware"]["device"]
     profile = _base_profile(device)
     profile["device"] = device
@@ -98,7 +98,7 @@ def build_profile(result: dict[str, Any]) -> dict[str, Any]:
     schema = _serve_schema()
     fields = schema.model_fields if schema is not None else {"model": None, "selection": None}
     if "model" in fields:
-        profile["model"] = serve_model(result)
+        profile["model"] = _portable(win.get("checkpoint") or result["model"])
     if "selection" in fields:
         profile["selection"] = selection_block(result)
     validate_profile(profile)
@@ -121,13 +121,20 @@ def validate_profile(profile: dict[str, Any]) -> None:
     validate(schema, profile, "precision profile")
 
 
-def dump_profile(profile: dict[str, Any], result: dict[str, Any]) -> str:
-    """YAML text whose header says where it came from, what to serve with it and the numbers behind it."""
+def dump_profile(profile: dict[str, Any], result: dict[str, Any], candidate: str | None = None) -> str:
+    """YAML text whose header says where it came from, what to serve with it and the numbers behind it.
+    ``candidate``: a profile for another format than the selected one (the fastest unquantized baseline)."""
     sel = selection_block(result)
+    rows = {r["name"]: r for r in result["candidates"]}
+    name = candidate or result["selection"]["winner"]
+    head = (f"Serving profile chosen by `toolkit precision` on {sel['hardware']} ({sel['measured_at']})."
+            if candidate is None else
+            f"Serving profile for {rows[name]['label']}, the fastest format served from the checkpoint as it is "
+            f"(the baseline to beat), measured by `toolkit precision` on {sel['hardware']} ({sel['measured_at']}).")
     lines = [
-        f"Serving profile chosen by `toolkit precision` on {sel['hardware']} ({sel['measured_at']}).",
+        head,
         sel["message"],
-        f"Serve it:  make serve MODEL={serve_model(result)} PROFILE=<this file>",
+        f"Serve it:  make serve MODEL={_portable(rows[name].get('checkpoint') or result['model'])} PROFILE=<this file>",
         f"Quality reference: {sel['reference']['dtype']} perplexity {sel['reference']['perplexity']}; "
         f"speed = {sel['rank_by']} tok/s median [min-max] of {sel['repeats']} runs.",
     ]

@@ -19,6 +19,9 @@ from typing import Any
 from toolkit.errors import ToolkitError
 
 
+UNQUANTIZED = ("fp32", "tf32", "bf16", "fp16")  # served from the checkpoint as it is, only the engine dtype changes
+
+
 def pct(x: float, signed: bool = False) -> str:
     """Percentages at the resolution perplexity changes need (a 0.004% change is not "0.00%")."""
     return f"{x * 100:+.3f}%" if signed else f"{x * 100:g}%"
@@ -66,5 +69,7 @@ def select(rows: list[dict[str, Any]], budget: float, rank_by: str = "decode") -
         msg = (f"no candidate stays within the {pct(budget)} perplexity budget ({closest}); "
                f"choosing the most accurate: {win['label']}")
         ok = False
+    # The baseline a user would compare against: the fastest format that needs no quantized checkpoint.
+    unquantized = next((r["name"] for r in ranking if r["name"] in UNQUANTIZED), None)
     return {"winner": win["name"], "within_budget": ok, "message": msg, "rank_by": rank_by, "budget": budget,
-            "ranking": [r["name"] for r in ranking]}
+            "ranking": [r["name"] for r in ranking], "fastest_unquantized": unquantized}
