@@ -4,9 +4,15 @@
 Reliability: optional API key (``Authorization: Bearer`` or ``X-API-Key``; 401 without it), strict request
 models (wrong types, unknown fields, top_k outside 1..100 → 422 naming the field; unparsable JSON → 400;
 empty or oversized query → 422), a concurrency limit answering 429 beyond it, engine unreachable → 503 and
-engine time-out → 504 with a message (every request retries the engine, so it recovers without restart), a
-per-request time-out. Every error body is OpenAI-shaped ``{"error": {"message", "type", "code"}}`` so the
-``openai`` client raises a readable exception.
+engine time-out → 504 with a message (every request retries the engine, so it recovers without restart).
+Every error body is OpenAI-shaped ``{"error": {"message", "type", "code"}}`` so the ``openai`` client raises a
+readable exception.
+
+Time and abandonment: one :class:`Deadline` of ``request_timeout_s`` is fixed when a request arrives and bounds
+retrieval, prompt, engine connect, first token and every streamed chunk together; past it the answer is a 504,
+or an error event when a stream has already begun. A client that disconnects (before or during its stream)
+and a deadline that passes both close the upstream vLLM stream, so the engine stops generating, and the
+concurrency slot is released once that is done; one that leaves before its answer starts is counted as 499.
 """
 
 from __future__ import annotations
@@ -15,18 +21,22 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from toolkit.serving.deadline import Deadline, DeadlineExceeded
 from toolkit.serving.llm import EngineRejected, EngineTimeout, EngineUnavailable
 from toolkit.serving.rag import PromptTooLong, RagRun, RagService
 
 OPEN_PATHS = {"/healthz", "/metrics"}
+CLIENT_GONE = 499  # nginx's "client closed request": counted in metrics, never seen by the client
+T = TypeVar("T")
 
 
 class RagRequest(BaseModel):
@@ -78,12 +88,36 @@ def _sse(data: Any) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
 
-class Guard:
-    """ASGI middleware: API key, concurrency limit, in-flight gauge and request counter. Pure ASGI (not
-    ``BaseHTTPMiddleware``) so a streamed answer counts as in flight until its last byte is sent."""
+class ClosingStreamingResponse(StreamingResponse):
+    """A stream bounded by the request's deadline that closes its body generator however it ends.
 
-    def __init__(self, app: Any, limit: int, metrics: Any, api_key: str | None) -> None:
+    The engine reads inside the generator already stop at the deadline (and send an error event); the cut
+    here, ``GRACE_S`` later, is for a client that stops reading without disconnecting, whose blocked sends would
+    otherwise hold a concurrency slot forever. On a client disconnect Starlette cancels the sending task but
+    may leave the generator suspended until garbage collection, and with it the open vLLM stream."""
+
+    GRACE_S = 1.0
+
+    def __init__(self, content: AsyncIterator[bytes], deadline: Deadline, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.deadline = deadline
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            with anyio.move_on_after(self.deadline.remaining() + self.GRACE_S):
+                await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):  # also when the request task itself is being cancelled
+                await self.body_iterator.aclose()
+
+
+class Guard:
+    """ASGI middleware: request deadline, API key, concurrency limit, in-flight gauge and request counter. Pure
+    ASGI (not ``BaseHTTPMiddleware``) so a streamed answer counts as in flight until its last byte is sent."""
+
+    def __init__(self, app: Any, limit: int, metrics: Any, api_key: str | None, timeout_s: float) -> None:
         self.app, self.limit, self.metrics, self.api_key, self.in_flight = app, limit, metrics, api_key, 0
+        self.timeout_s = timeout_s
 
     @staticmethod
     def factory(app: Any, guard: "Guard") -> "Guard":
@@ -93,6 +127,8 @@ class Guard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             return await self.app(scope, receive, send)
+        # the request's one deadline, from arrival: body parsing and every later stage count against it
+        scope.setdefault("state", {})["deadline"] = Deadline(self.timeout_s)
         path, headers = scope["path"], {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if self.api_key:
             given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
@@ -101,7 +137,7 @@ class Guard:
                 self.metrics.requests.labels(path, "401").inc()
                 return await _error(401, "missing or wrong API key (Authorization: Bearer <key>)",
                                     "authentication_error")(scope, receive, send)
-        if self.in_flight >= self.limit:
+        if self.in_flight >= self.limit:  # check and increment with no await between: atomic in the loop
             self.metrics.rejected.labels("concurrency").inc()
             self.metrics.requests.labels(path, "429").inc()
             return await _error(429, f"too many requests in flight (limit {self.limit}); retry shortly",
@@ -127,7 +163,7 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
     settings, metrics = rag.settings, rag.metrics
     app = FastAPI(title="toolkit RAG endpoint", docs_url=None, redoc_url=None)
     app.state.rag = rag
-    app.state.guard = guard = Guard(app, settings.max_concurrency, metrics, api_key)
+    app.state.guard = guard = Guard(app, settings.max_concurrency, metrics, api_key, settings.request_timeout_s)
     app.add_middleware(Guard.factory, guard=guard)
 
     @app.exception_handler(RequestValidationError)
@@ -153,18 +189,34 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
             raise ApiError(422, f"field 'query': {len(query)} characters, limit {settings.max_query_chars}")
         return query
 
-    async def first_piece(agen: AsyncIterator[str]) -> str | None:
-        """Pull the first token before answering, so an engine failure is a 503/504, not a broken 200 stream."""
-        try:
-            return await agen.__anext__()
-        except StopAsyncIteration:
-            return None
+    async def next_piece(agen: AsyncIterator[str], deadline: Deadline, stage: str) -> str | None:
+        """The engine's next text piece (None at the end), within the deadline whatever the engine does with
+        it (:class:`EngineClient` enforces it too, per read; an engine meeting the Protocol might not)."""
+        async with deadline.limit(stage):
+            return await anext(agen, None)
 
-    async def guarded(coro):
+    async def guarded(request: Request, work: Awaitable[T]) -> T:
+        """Run the part before the response; engine and deadline failures become 4xx/5xx with a message. If the
+        client disconnects meanwhile, the work is cancelled (which closes the engine stream) and awaited, so
+        the slot is only released once the engine has been told."""
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            return await asyncio.wait_for(coro, settings.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise ApiError(504, f"request exceeded {settings.request_timeout_s:g} s", "timeout_error") from None
+            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if gone.done() and not gone.cancelled():
+                gone.exception()  # retrieved, so a failed receive is not logged as "never retrieved"
+            if not task.done():
+                task.cancel()
+                await asyncio.wait((task,))
+        if task.cancelled():
+            raise ApiError(CLIENT_GONE, "client closed the request", "client_closed")
+        try:
+            return task.result()
+        except DeadlineExceeded as exc:
+            metrics.rejected.labels("deadline").inc()
+            raise ApiError(504, str(exc), "timeout_error") from None
         except EngineUnavailable as exc:
             metrics.rejected.labels("engine").inc()
             raise ApiError(503, f"LLM engine unavailable: {exc}; retry when it is back", "engine_unavailable") \
@@ -176,49 +228,69 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
         except PromptTooLong as exc:
             raise ApiError(422, f"field 'query': {exc}") from None
 
-    async def start(query: str, top_k: int, max_tokens: int, temperature: float, min_tokens: int = 0,
-                    history: list[dict[str, str]] | None = None) -> tuple[RagRun, AsyncIterator[str], str | None]:
-        run = await rag.prepare(query, top_k, max_tokens, history)
-        extra = {"min_tokens": min(min_tokens, max_tokens)} if min_tokens else {}
-        agen = rag.generate(run, max_tokens, float(temperature), **extra)
-        return run, agen, await first_piece(agen)
+    def deadline_of(request: Request) -> Deadline:
+        return getattr(request.state, "deadline", None) or Deadline(settings.request_timeout_s)
 
-    async def drain(run: RagRun, agen: AsyncIterator[str]) -> dict[str, float]:
-        async for _ in agen:
-            pass
+    async def start(deadline: Deadline, query: str, top_k: int, max_tokens: int, temperature: float,
+                    min_tokens: int = 0, history: list[dict[str, str]] | None = None
+                    ) -> tuple[RagRun, AsyncIterator[str], str | None]:
+        run = await rag.prepare(query, top_k, max_tokens, history, deadline)
+        extra = {"min_tokens": min(min_tokens, max_tokens)} if min_tokens else {}
+        agen = rag.generate(run, max_tokens, float(temperature), deadline, **extra)
+        # the first token before answering, so an engine failure is a 503/504, not a broken 200 stream
+        return run, agen, await next_piece(agen, deadline, "waiting for the first token")
+
+    async def answer(deadline: Deadline, *args: Any) -> tuple[RagRun, dict[str, float]]:
+        """A whole non-streamed answer; the engine stream is closed even when cancelled half-way."""
+        run, agen, piece = await start(deadline, *args)
+        try:
+            while piece is not None:
+                piece = await next_piece(agen, deadline, "generating")
+        finally:
+            await _close(agen)
         timings = run.finish()
         metrics.observe_timings(timings)
-        return timings
+        return run, timings
+
+    def stream_error(failure: Exception) -> str:
+        """The message of an error event for a stream that already sent its headers."""
+        if isinstance(failure, DeadlineExceeded):
+            metrics.rejected.labels("deadline").inc()
+            return str(failure)
+        return f"LLM engine failed mid-answer: {failure}"
 
     @app.post("/v1/rag")
-    async def rag_endpoint(req: RagRequest):
+    async def rag_endpoint(req: RagRequest, request: Request):
         query = check_query(req.query)
-        run, agen, first = await guarded(start(query, req.top_k, req.max_tokens, req.temperature,
-                                                     req.min_tokens))
+        deadline = deadline_of(request)
+        args = (query, req.top_k, req.max_tokens, req.temperature, req.min_tokens)
         if not req.stream:
-            timings = await guarded(drain(run, agen))
+            run, timings = await guarded(request, answer(deadline, *args))
             body = {"answer": "".join(run.gen.text), "sources": run.sources(), "timings": timings,
                     "usage": run.usage(), "cached": run.cached, "context_chunks": run.context_chunks}
             return JSONResponse(body, headers={"Server-Timing": _server_timing(timings)})
+        run, agen, first = await guarded(request, start(deadline, *args))
 
         async def events():
-            yield _sse({"type": "sources", "sources": run.sources(), "cached": run.cached})
             try:
-                if first is not None:
-                    yield _sse({"type": "token", "text": first})
-                async for piece in agen:
+                yield _sse({"type": "sources", "sources": run.sources(), "cached": run.cached})
+                piece = first
+                while piece is not None:
                     yield _sse({"type": "token", "text": piece})
+                    piece = await next_piece(agen, deadline, "generating")
                 timings = run.finish()
                 metrics.observe_timings(timings)
                 yield _sse({"type": "done", "timings": timings, "usage": run.usage()})
-            except (EngineUnavailable, EngineTimeout, EngineRejected) as exc:
-                yield _sse({"type": "error", "message": f"LLM engine failed mid-answer: {exc}"})
+            except (EngineUnavailable, EngineTimeout, EngineRejected, DeadlineExceeded) as exc:
+                yield _sse({"type": "error", "message": stream_error(exc)})
+            finally:
+                await _close(agen)  # a no-op when read to the end; else closes the engine stream
             yield _sse("[DONE]")
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return ClosingStreamingResponse(events(), deadline, media_type="text/event-stream")
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest):
+    async def chat(req: ChatRequest, request: Request):
         users = [m for m in req.messages if m.role == "user"]
         if not users:
             raise ApiError(422, "field 'messages': needs at least one message with role 'user'")
@@ -226,12 +298,12 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
         cut = len(req.messages) - 1 - req.messages[::-1].index(users[-1])
         history = [{"role": m.role, "content": _text(m.content)} for m in req.messages[:cut]]
         max_tokens = req.max_completion_tokens or req.max_tokens or settings.max_tokens
-        run, agen, first = await guarded(start(query, req.top_k or settings.top_k, max_tokens,
-                                               req.temperature or 0.0, req.min_tokens, history))
+        deadline = deadline_of(request)
+        args = (query, req.top_k or settings.top_k, max_tokens, req.temperature or 0.0, req.min_tokens, history)
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": cid, "created": created, "model": served_model_name}
         if not req.stream:
-            timings = await guarded(drain(run, agen))
+            run, timings = await guarded(request, answer(deadline, *args))
             u = run.usage()
             body = {**base, "object": "chat.completion", "choices": [{
                 "index": 0, "message": {"role": "assistant", "content": "".join(run.gen.text)},
@@ -240,29 +312,33 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
                 "sources": run.sources(), "timings": timings}
             return JSONResponse(body, headers={"Server-Timing": _server_timing(timings)})
         include_usage = bool((req.stream_options or {}).get("include_usage"))
+        run, agen, first = await guarded(request, start(deadline, *args))
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             return _sse({**base, "object": "chat.completion.chunk",
                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
         async def events():
-            yield chunk({"role": "assistant", "content": ""})
             try:
-                if first is not None:
-                    yield chunk({"content": first})
-                async for piece in agen:
+                yield chunk({"role": "assistant", "content": ""})
+                piece = first
+                while piece is not None:
                     yield chunk({"content": piece})
+                    piece = await next_piece(agen, deadline, "generating")
                 metrics.observe_timings(run.finish())
                 yield chunk({}, run.gen.finish_reason or "stop")
                 if include_usage:
                     u = run.usage()
                     yield _sse({**base, "object": "chat.completion.chunk", "choices": [],
                                 "usage": {**u, "total_tokens": u["prompt_tokens"] + u["completion_tokens"]}})
-            except (EngineUnavailable, EngineTimeout, EngineRejected) as exc:
-                yield _sse({"error": {"message": f"LLM engine failed mid-answer: {exc}", "type": "engine_error"}})
+            except (EngineUnavailable, EngineTimeout, EngineRejected, DeadlineExceeded) as exc:
+                kind = "timeout_error" if isinstance(exc, DeadlineExceeded) else "engine_error"
+                yield _sse({"error": {"message": stream_error(exc), "type": kind}})
+            finally:
+                await _close(agen)
             yield _sse("[DONE]")
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return ClosingStreamingResponse(events(), deadline, media_type="text/event-stream")
 
     @app.get("/healthz")
     async def healthz():
@@ -277,6 +353,19 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
+
+
+async def _close(agen: AsyncIterator[str]) -> None:
+    """Close an engine's async generator (and so its upstream stream); a plain async iterator has nothing to."""
+    aclose = getattr(agen, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client goes away. The body has been read, so ``receive`` now only reports that."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from toolkit.serving.deadline import Deadline
+
 
 class EngineUnavailable(Exception):
     pass
@@ -47,7 +49,7 @@ class Generation:
 
 class EngineClient:
     def __init__(self, base_url: str, model: str, timeout_s: float = 120.0) -> None:
-        self.base_url, self.model = base_url.rstrip("/"), model
+        self.base_url, self.model, self.timeout_s = base_url.rstrip("/"), model, timeout_s
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=2.0),
                                          limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
 
@@ -58,19 +60,38 @@ class EngineClient:
             return False
 
     async def stream_chat(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
-                          gen: Generation, **extra: Any) -> AsyncIterator[str]:
-        """Yield text deltas; ``gen`` holds usage and timings once the iterator is exhausted."""
+                          gen: Generation, deadline: Deadline | None = None, **extra: Any) -> AsyncIterator[str]:
+        """Yield text deltas; ``gen`` holds usage and timings once the iterator is exhausted.
+
+        ``deadline`` (default: ``timeout_s`` from now) bounds the connect, the first token and every later read,
+        not each read separately; past it, :class:`DeadlineExceeded` is raised. The upstream response is closed
+        however the iteration ends (exhausted, error, deadline, or ``aclose()`` by a consumer whose client left),
+        so vLLM stops generating for a reader that is gone."""
+        deadline = deadline or Deadline(self.timeout_s)
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
                 "stream": True, "stream_options": {"include_usage": True}, **extra}
+        # httpx's own read timeout is per read; the deadline is enforced by ``deadline.limit`` instead, and
+        # httpx's limit is only a backstop just behind it (connect stays short: a down engine is a fast 503)
+        slack = deadline.remaining() + 1.0
+        request = self._client.build_request("POST", "/v1/chat/completions", json=body,
+                                             timeout=httpx.Timeout(slack, connect=min(2.0, slack)))
         t0 = time.perf_counter()
         try:
-            async with self._client.stream("POST", "/v1/chat/completions", json=body) as resp:
+            async with deadline.limit("connecting to the LLM engine"):
+                resp = await self._client.send(request, stream=True)
+            try:
                 if resp.status_code != 200:
-                    detail = (await resp.aread()).decode(errors="replace")[:300]
+                    async with deadline.limit("reading the LLM engine's error"):
+                        detail = (await resp.aread()).decode(errors="replace")[:300]
                     if resp.status_code >= 500:
                         raise EngineUnavailable(f"engine error {resp.status_code}: {detail}")
                     raise EngineRejected(resp.status_code, _message(detail))
-                async for line in resp.aiter_lines():
+                lines = resp.aiter_lines()
+                while True:
+                    async with deadline.limit("generating" if gen.text else "waiting for the first token"):
+                        line = await anext(lines, None)
+                    if line is None:
+                        break
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     event = json.loads(line[6:])
@@ -85,7 +106,11 @@ class EngineClient:
                                 gen.ttft_ms = (time.perf_counter() - t0) * 1000
                             gen.text.append(piece)
                             yield piece
+            finally:
+                await resp.aclose()  # closes the connection to vLLM unless the stream was read to the end
         except httpx.TimeoutException:
+            if deadline.expired():
+                raise deadline.exceeded("waiting for the LLM engine") from None
             raise EngineTimeout(f"engine at {self.base_url} did not answer in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-stream
             raise EngineUnavailable(f"engine at {self.base_url} unreachable ({type(exc).__name__})") from None

@@ -18,8 +18,8 @@ class Metrics:
         self.cache_hits = Counter("rag_cache_hits_total", "Hot-query cache hits", registry=self.registry)
         self.cache_misses = Counter("rag_cache_misses_total", "Hot-query cache misses", registry=self.registry)
         self.in_flight = Gauge("rag_in_flight_requests", "Requests being processed", registry=self.registry)
-        self.rejected = Counter("rag_rejected_total", "Requests refused (reason: concurrency, auth, engine)",
-                                ["reason"], registry=self.registry)
+        self.rejected = Counter("rag_rejected_total", "Requests refused or cut off (reason: concurrency, auth, "
+                                "engine, deadline)", ["reason"], registry=self.registry)
 
     def observe_timings(self, timings_ms: dict[str, float]) -> None:
         for stage, ms in timings_ms.items():

@@ -19,6 +19,7 @@ from typing import Any
 from toolkit.prompt import rag_messages
 from toolkit.retrieval.index import Hit, RetrievalIndex
 from toolkit.serving.cache import CacheEntry, QueryCache
+from toolkit.serving.deadline import Deadline
 from toolkit.serving.engine_api import ChatEngine
 from toolkit.serving.llm import Generation
 from toolkit.serving.metrics import Metrics
@@ -144,13 +145,19 @@ class RagService:
         return hits, timings, entry is not None
 
     async def prepare(self, query: str, top_k: int, max_tokens: int,
-                      history: list[dict[str, str]] | None = None) -> RagRun:
+                      history: list[dict[str, str]] | None = None, deadline: Deadline | None = None) -> RagRun:
+        """Retrieve and build the prompt within ``deadline`` (default: the endpoint's ``request_timeout_s``)."""
+        deadline = deadline or Deadline(self.settings.request_timeout_s)
         t0 = time.perf_counter()
-        hits, timings, cached = await asyncio.to_thread(self.retrieve, query, top_k)
+        # on time-out the worker thread finishes on its own (threads cannot be cancelled); its result is dropped
+        async with deadline.limit("retrieving context"):
+            hits, timings, cached = await asyncio.to_thread(self.retrieve, query, top_k)
         t = time.perf_counter()
         messages, used = self.prompt.build(query, hits, max_tokens, history)
         timings["prompt"] = (time.perf_counter() - t) * 1000
+        deadline.check("building the prompt")
         return RagRun(hits, messages, cached, used, timings, t0=t0)
 
-    def generate(self, run: RagRun, max_tokens: int, temperature: float, **extra: Any) -> AsyncIterator[str]:
-        return self.engine.stream_chat(run.messages, max_tokens, temperature, run.gen, **extra)
+    def generate(self, run: RagRun, max_tokens: int, temperature: float, deadline: Deadline | None = None,
+                 **extra: Any) -> AsyncIterator[str]:
+        return self.engine.stream_chat(run.messages, max_tokens, temperature, run.gen, deadline, **extra)
