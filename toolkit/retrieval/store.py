@@ -55,4 +55,5 @@ class ChunkStore:
         return [got[r] for r in wanted if r in got]
 
     def close(self) -> None:
-        self._con.close()
+        with self._lock:  # not while another thread is mid-query on the shared connection
+            self._con.close()

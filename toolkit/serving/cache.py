@@ -28,6 +28,8 @@ class CacheEntry:
 
 
 class QueryCache:
+    """Thread-safe: retrieval runs in worker threads (``asyncio.to_thread``), several at a time."""
+
     def __init__(self, size: int) -> None:
         self.size = size
         self._data: OrderedDict[tuple[str, str], CacheEntry] = OrderedDict()
@@ -48,10 +50,15 @@ class QueryCache:
             return
         key = (version, normalise(query))
         with self._lock:
-            self._data[key] = entry
+            old = self._data.get(key)
+            # two threads that missed the same query race here; keep whichever searched deeper, so a k=3 miss
+            # finishing last does not make the next k=10 request search again
+            if old is None or entry.top_k >= old.top_k:
+                self._data[key] = entry
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._data)
+        with self._lock:
+            return len(self._data)
