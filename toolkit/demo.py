@@ -138,12 +138,13 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
 
 
 def _quantize_argv(name: str, src: Path, out: Path) -> list[str]:
-    import yaml
+    from toolkit.config import load_recipe
+    from toolkit.quantize.recipe import QuantizeRecipe
 
     recipe = RECIPES_DIR / "quantize" / f"{name}.yaml"
-    algorithm = yaml.safe_load(recipe.read_text()).get("algorithm")
+    r = load_recipe(recipe, QuantizeRecipe)
     return ["quantize", "--recipe", _rel(recipe), "--model", _rel(src), "--output", _rel(out), *DEMO_QUANT_EVAL,
-            *(DEMO_CALIBRATION if algorithm != "rtn" else []), *(DEMO_AWQ if algorithm == "awq" else [])]
+            *(DEMO_CALIBRATION if r.needs_calibration else []), *(DEMO_AWQ if r.algorithm == "awq" else [])]
 
 
 def _quality_only(variant: str) -> str | None:

@@ -52,7 +52,8 @@ def test_percentiles_linear_interpolation():
     assert percentile([5], 99) == 5
     assert math.isnan(percentile([], 50))
     s = summarize([1, 2, 3, None])
-    assert s == {"mean": 2, "p50": 2, "p90": pytest.approx(2.8), "p99": pytest.approx(2.98), "n": 3}
+    assert s == {"mean": 2, "p50": 2, "p90": pytest.approx(2.8), "p95": pytest.approx(2.9), "p99": pytest.approx(2.98),
+                 "n": 3}
     assert summarize([])["p50"] is None
 
 

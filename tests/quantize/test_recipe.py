@@ -36,6 +36,9 @@ def test_all_five_methods_are_shipped():
     ({"name": "x", "algorithm": "gptq", "scheme": "W4A16", "gptq": {"dampening_frac": 2}}, "gptq.dampening_frac"),
     ({"name": "x", "algorithm": "gptq", "scheme": "W4A16", "calibration": {"num_samples": 0}},
      "calibration.num_samples"),
+    ({"name": "x", "algorithm": "gptq", "scheme": "W4A16", "smoothquant": {}}, "<root>"),  # weight-only
+    ({"name": "x", "algorithm": "gptq", "scheme": "W8A8", "smoothquant": {"smoothing_strength": 1.5}},
+     "smoothquant.smoothing_strength"),
 ])
 def test_invalid_recipes_name_the_field(data, field):
     with pytest.raises(ToolkitError) as exc:
@@ -47,3 +50,15 @@ def test_invalid_recipes_name_the_field(data, field):
 def test_group_size_defaults_to_preset_only_for_grouped_schemes():
     assert validate(QuantizeRecipe, {"name": "x", "algorithm": "rtn", "scheme": "W4A16"}, "r").effective_group_size == 128
     assert validate(QuantizeRecipe, {"name": "x", "algorithm": "rtn", "scheme": "W8A8"}, "r").effective_group_size is None
+
+
+def test_smoothquant_runs_first_and_makes_a_data_free_scheme_need_calibration():
+    from toolkit.quantize.modifiers import build_modifiers
+
+    w8a8 = validate(QuantizeRecipe, {"name": "x", "algorithm": "gptq", "scheme": "W8A8",
+                                     "smoothquant": {"smoothing_strength": 0.8}}, "r")
+    assert [type(m).__name__ for m in build_modifiers(w8a8)] == ["SmoothQuantModifier", "GPTQModifier"]
+    assert build_modifiers(w8a8)[0].smoothing_strength == 0.8
+    fp8 = {"name": "x", "algorithm": "rtn", "scheme": "FP8_DYNAMIC"}
+    assert not validate(QuantizeRecipe, fp8, "r").needs_calibration
+    assert validate(QuantizeRecipe, {**fp8, "smoothquant": {}}, "r").needs_calibration

@@ -80,12 +80,12 @@ def mean_reciprocal_rank(ranked: Iterable[tuple[Sequence[str], str]]) -> float:
 
 
 def summarize(values: Iterable[float | None]) -> dict[str, float | int | None]:
-    """``{"mean", "p50", "p90", "p99", "n"}`` over the non-missing values (None when there are none)."""
+    """``{"mean", "p50", "p90", "p95", "p99", "n"}`` over the non-missing values (None when there are none)."""
     xs = [float(v) for v in values if v is not None and not math.isnan(v)]
     if not xs:
-        return {"mean": None, "p50": None, "p90": None, "p99": None, "n": 0}
+        return {"mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "n": 0}
     return {"mean": sum(xs) / len(xs), "p50": percentile(xs, 50), "p90": percentile(xs, 90),
-            "p99": percentile(xs, 99), "n": len(xs)}
+            "p95": percentile(xs, 95), "p99": percentile(xs, 99), "n": len(xs)}
 
 
 def tpot_ms(e2e_ms: float, ttft_ms: float, output_tokens: int) -> float | None:

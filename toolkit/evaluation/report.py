@@ -30,6 +30,7 @@ class Summary(_Model):
     mean: float | None = None
     p50: float | None = None
     p90: float | None = None
+    p95: float | None = None  # SLOs are usually stated at p95 (absent from reports written before it was added)
     p99: float | None = None
     n: int = 0
 

@@ -72,12 +72,17 @@ def build_modifiers(recipe: QuantizeRecipe) -> list:
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
     quant = {"config_groups": {"group_0": build_scheme(recipe)}, "ignore": list(recipe.ignore)}
+    smooth = []
+    if recipe.smoothquant is not None:
+        from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
+
+        smooth = [SmoothQuantModifier(smoothing_strength=recipe.smoothquant.smoothing_strength)]
     if recipe.algorithm == "rtn":
-        return [QuantizationModifier(**quant)]
+        return [*smooth, QuantizationModifier(**quant)]
     if recipe.algorithm == "gptq":
         opts = recipe.gptq or GPTQOptions()
-        return [GPTQModifier(**quant, dampening_frac=opts.dampening_frac, block_size=opts.block_size,
-                             actorder=opts.actorder)]
+        return [*smooth, GPTQModifier(**quant, dampening_frac=opts.dampening_frac, block_size=opts.block_size,
+                                      actorder=opts.actorder)]
     from llmcompressor.modifiers.transform.awq import AWQModifier
 
     awq = recipe.awq or AWQOptions()

@@ -58,6 +58,15 @@ class GPTQOptions(StrictModel):
         "static", description="activation ordering (static: best accuracy, no run-time cost); null disables")
 
 
+class SmoothQuantOptions(StrictModel):
+    """SmoothQuant (Xiao et al., 2023): before quantizing, move activation outliers into the weights by
+    per-channel scales s_j = max|X_j|^a / max|W_j|^(1-a), which the preceding norm absorbs; activations then
+    quantize to int8 with less error. llm-compressor's own W8A8-INT8 examples run it before GPTQ."""
+
+    smoothing_strength: float = Field(0.8, gt=0, lt=1, description="migration strength a: 0 leaves "
+                                      "activations as they are, 1 moves all of their range into the weights")
+
+
 class EvalSpec(StrictModel):
     """Held-out perplexity measured on the source model and on the quantized checkpoint."""
 
@@ -79,6 +88,8 @@ class QuantizeRecipe(StrictModel):
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     awq: AWQOptions | None = None
     gptq: GPTQOptions | None = None
+    smoothquant: SmoothQuantOptions | None = Field(None, description="smooth activations first (schemes that "
+                                                   "quantize activations: W8A8, FP8)")
     eval: EvalSpec = Field(default_factory=EvalSpec)
 
     @model_validator(mode="after")
@@ -93,11 +104,13 @@ class QuantizeRecipe(StrictModel):
             raise ValueError("'awq' options given but algorithm is not awq")
         if self.gptq is not None and self.algorithm != "gptq":
             raise ValueError("'gptq' options given but algorithm is not gptq")
+        if self.smoothquant is not None and self.scheme in WEIGHT_ONLY_SCHEMES:
+            raise ValueError(f"smoothquant helps only schemes that quantize activations, not {self.scheme}")
         return self
 
     @property
     def needs_calibration(self) -> bool:
-        return self.algorithm != "rtn"
+        return self.algorithm != "rtn" or self.smoothquant is not None
 
     @property
     def effective_group_size(self) -> int | None:
