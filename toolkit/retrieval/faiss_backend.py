@@ -14,8 +14,10 @@ HNSW has no GPU implementation in faiss: it stays on the CPU (``device: auto``) 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,10 @@ class FaissBackend:
     def __init__(self, index: Any, store: ChunkStore, device: str, gpu_resources: Any = None) -> None:
         self.index, self.store, self.device = index, store, device
         self._gpu_resources = gpu_resources  # must outlive the GPU index
+        # CPU indexes are safe to search from several threads; GPU ones share one StandardGpuResources (its
+        # scratch memory and stream) and are not (FAISS wiki, "Threads and asynchronous calls"), so the
+        # endpoint's worker threads take turns there.
+        self._search_lock = threading.Lock() if device != "cpu" else contextlib.nullcontext()
 
     @classmethod
     def build(cls, directory: Path, vectors: np.ndarray, chunks: list[Chunk], eff: dict[str, Any],
@@ -160,7 +166,8 @@ class FaissBackend:
         return int(self.index.ntotal)
 
     def search(self, query: np.ndarray, k: int) -> list[tuple[float, Chunk]]:
-        scores, rows = self.index.search(query, k)
+        with self._search_lock:
+            scores, rows = self.index.search(query, k)
         keep = rows[0] >= 0  # FAISS pads with -1 when fewer than k results exist
         return [(float(s), c) for s, c in zip(scores[0][keep], self.store.get(rows[0][keep]))]
 
