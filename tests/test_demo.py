@@ -35,6 +35,8 @@ def test_full_plan_sizes_calibration_and_training_for_the_demo(tmp_path):
         assert ("awq.n_grid=10" in argv) == (recipe == "awq-w4a16")
     distill = steps["distill student-kd"].argv()
     assert distill[distill.index("--max-steps") + 1] == "40"
+    precision = steps["precision"].argv()  # INT8 measured on the demo's own W8A8 checkpoint, not quantized again
+    assert precision[precision.index("--checkpoint") + 1] == f"int8={tmp_path}/models/reference-gptq-w8a8-int8"
 
 
 @pytest.mark.parametrize("machine, served", [("epyc-avx512-bf16-vnni", False), ("cuda-sm90", True)])

@@ -110,9 +110,11 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
             "distill", "--recipe", _rel(RECIPES_DIR / "distill" / "whitebox-kd.yaml"), "--teacher", _rel(model),
             "--output", _rel(student), "--max-steps", DEMO_DISTILL_STEPS]))
         profile = root / "precision" / "profile.yaml"
+        # INT8 is measured on the demo's own W8A8 checkpoint (step above), not quantized a second time
         steps.append(Step("precision", profile, lambda: [
             "precision", "--model", _rel(model), "--output", _rel(profile),
-            "--work-dir", _rel(root / "precision" / "work"), *_precision_candidates()]))
+            "--work-dir", _rel(root / "precision" / "work"), *_precision_candidates(),
+            "--checkpoint", f"int8={_rel(models / 'reference-gptq-w8a8-int8')}"]))
         winner_out = models / "student-kd-winner"
         steps.append(Step("quantize student with the precision winner", winner_out,
                           lambda: _student_winner_argv(profile, student, winner_out)))
@@ -219,12 +221,16 @@ def run_steps(steps: list[Step], root: Path) -> dict[str, float]:
     """Run the steps in order (skipping finished ones); returns each step's wall time in seconds.
 
     Every step runs with ``TOOLKIT_ARTIFACTS=root``, so each stage's defaults (reference QA set, validation
-    split, calibration data) are the ones this demo built.
+    split, calibration data) are the ones this demo built. Each finished step's time is merged into
+    ``reports/demo-timings.json`` at once, so an interrupted and resumed demo still has every step's time.
     """
     from rich.console import Console
 
+    from toolkit.manifest import atomic_write_text
+
     console = Console()
     timings: dict[str, float] = {}
+    log = root / "reports" / "demo-timings.json"
     for i, step in enumerate(steps, 1):
         head = f"[{i}/{len(steps)}] {step.name}"
         if step.output.exists():
@@ -246,6 +252,8 @@ def run_steps(steps: list[Step], root: Path) -> dict[str, float]:
             raise ToolkitError(f"demo step '{step.name}' failed (exit {proc.returncode}); fix it and re-run "
                                "`make demo` to resume from this step")
         console.print(f"[green]{head}: {timings[step.name]:.0f} s[/green]")
+        previous = json.loads(log.read_text()) if log.is_file() else {}
+        atomic_write_text(log, json.dumps({**previous, step.name: timings[step.name]}, indent=1) + "\n")
     return timings
 
 
@@ -328,12 +336,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{s.name}: {'done' if s.output.exists() else 'to do'} -> {_rel(s.output)}")
         return 0
     t = time.perf_counter()
-    timings = run_steps(steps, root)
-    log = root / "reports" / "demo-timings.json"  # per-step wall seconds, merged over resumed runs
-    previous = json.loads(log.read_text()) if log.is_file() else {}
-    from toolkit.manifest import atomic_write_text
-
-    atomic_write_text(log, json.dumps({**previous, **timings}, indent=1) + "\n")
+    run_steps(steps, root)  # per-step wall seconds go to reports/demo-timings.json, merged over resumed runs
     console = Console(width=None if sys.stdout.isatty() else 130)  # a log file keeps the table readable
     console.print(summary_table(root / "reports" / "demo"))
     for line in speedups(root / "reports" / "demo"):

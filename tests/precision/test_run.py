@@ -107,7 +107,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_llama):
     for args, needle in ((["--budget", "lots"], "--budget"), (["--candidates", "fp64"], "fp64"),
                          (["--model", tmp_path / "missing"], "--model"),
                          (["--model", tiny_llama, "--output", tmp_path / "p.txt"], "--output"),
-                         (["--from-json", tmp_path / "none.json"], "--from-json")):
+                         (["--from-json", tmp_path / "none.json"], "--from-json"),
+                         (["--checkpoint", "int4=x"], "--checkpoint"),
+                         (["--checkpoint", f"int8={tmp_path}"], "not a model directory")):
         proc = toolkit(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert proc.stderr.startswith("error: ") and needle in proc.stderr and proc.stderr.count("\n") == 1

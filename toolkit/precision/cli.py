@@ -39,6 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                             "(default: the reference validation split)")
     parser.add_argument("--calibration-data", help="calibration text for the INT8 checkpoint (passed to "
                                                    "`toolkit quantize`; default: its recipe's)")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="FORMAT=DIR",
+                        help="measure an existing quantized checkpoint for int8 or fp8 instead of quantizing "
+                        "again (e.g. --checkpoint int8=artifacts/models/gptq-w8a8-int8)")
     parser.add_argument("--work-dir", help="cache for quantized checkpoints and run records "
                                            "(default artifacts/precision/<model>)")
     parser.add_argument("--skip-emulated", action="store_true",
@@ -74,6 +77,13 @@ def _recipe(args: argparse.Namespace):
         overrides["quality.eval_data"] = args.eval_data
     if args.calibration_data:
         overrides["quantize.calibration_data"] = args.calibration_data
+    for spec in getattr(args, "checkpoint", []):
+        fmt, _, directory = spec.partition("=")
+        if fmt not in ("int8", "fp8") or not directory:
+            raise ToolkitError(f"--checkpoint: expected int8=DIR or fp8=DIR, got '{spec}'")
+        if not (Path(directory) / "config.json").is_file():
+            raise ToolkitError(f"--checkpoint: {directory}: not a model directory (no config.json)")
+        overrides[f"quantize.checkpoints.{fmt}"] = str(Path(directory).resolve())
     if args.quick:
         overrides.update({"throughput.new_tokens": 16, "throughput.prefill_tokens": 128,
                           "throughput.batch_sizes": [1, 4], "quality.seq_len": 128, "quality.max_windows": 4,

@@ -143,7 +143,11 @@ def measure_candidate(model: Path, planned: Planned, recipe: PrecisionRecipe, wo
         return row
     try:
         checkpoint = model
-        if c.quantize_recipe:
+        if c.quantize_recipe and c.quantize_recipe in recipe.quantize.checkpoints:  # made earlier, by the user
+            checkpoint = Path(recipe.quantize.checkpoints[c.quantize_recipe])
+            log(f"[{c.name}] quantized checkpoint given: {checkpoint}")
+            row["checkpoint"], row["quantize_recipe"] = str(checkpoint), "given"
+        elif c.quantize_recipe:
             given = recipe.quantize.recipes[c.quantize_recipe]
             qrecipe = Path(given) if Path(given).is_absolute() else REPO_ROOT / given
             log(f"[{c.name}] quantized checkpoint ({qrecipe.name}; cached under {work_dir / 'checkpoints'})")

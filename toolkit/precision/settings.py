@@ -56,6 +56,9 @@ class QuantizeSettings(StrictModel):
         "fp8": "recipes/quantize/fp8-dynamic.yaml",
         "int8": "recipes/quantize/gptq-w8a8-int8.yaml",
     }
+    checkpoints: dict[Literal["fp8", "int8"], str] = Field(
+        default_factory=dict, description="an existing quantized checkpoint to measure instead of making one "
+        "(e.g. the output of `make quantize` with the same recipe)")
     calibration_data: str | None = None
     num_samples: int | None = Field(None, ge=1)
     seq_len: int | None = Field(None, ge=8)
