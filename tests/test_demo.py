@@ -34,7 +34,7 @@ def test_full_plan_sizes_calibration_and_training_for_the_demo(tmp_path):
         assert "eval.max_windows=16" in argv
         assert ("awq.n_grid=10" in argv) == (recipe == "awq-w4a16")
     distill = steps["distill student-kd"].argv()
-    assert distill[distill.index("--max-steps") + 1] == "40"
+    assert distill[distill.index("--max-steps") + 1] == "24"
     precision = steps["precision"].argv()  # INT8 measured on the demo's own W8A8 checkpoint, not quantized again
     assert precision[precision.index("--checkpoint") + 1] == f"int8={tmp_path}/models/reference-gptq-w8a8-int8"
 
@@ -50,6 +50,9 @@ def test_on_a_cpu_variants_that_would_repeat_a_served_kernel_are_quality_only(ma
         if not served:
             assert argv[argv.index("--no-serve") + 1].startswith("demo: "), argv  # the reason goes in the report
     assert "--no-serve" not in steps["eval reference-gptq-w8a8-int8"].argv()
+    # RAG-OFF / oracle answers are asked of the out-of-the-box reference only
+    assert "--no-baselines" not in steps["eval reference-bf16"].argv()
+    assert "--no-baselines" in steps["eval reference-gptq-w8a8-int8"].argv()
 
 
 @pytest.mark.parametrize("machine, candidates", [

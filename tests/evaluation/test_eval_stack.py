@@ -88,7 +88,7 @@ def reports(workdir, tiny_llama):
         report, records = evaluate(args, stack=stack)
         write_report(report, a, records)
         out = toolkit_cli("eval", "--model", tiny_llama, "--suite", workdir / "suite.yaml", "--url", stack.url,
-                          "--engine-url", stack.engine_url, "--output", b)
+                          "--engine-url", stack.engine_url, "--output", b, "--no-baselines")
         assert out.returncode == 0, out.stderr[-2000:]
     return a, b
 
@@ -125,6 +125,14 @@ def test_report_is_valid_and_measured(reports):
     load = [x for x in records if x["phase"] == "load"]
     assert len(load) == 24 and len([x for x in records if x["phase"] == "quality"]) == 5
     assert all(x["ok"] and x["ttft_ms"] <= x["e2e_ms"] for x in load)
+
+
+def test_no_baselines_skips_the_rag_off_and_oracle_answers(reports):
+    from toolkit.evaluation.report import read_report
+
+    a, b = reports
+    assert set(read_report(a).quality.baselines) == {"closed_book", "oracle"}
+    assert read_report(b).quality.baselines == {}  # the CLI run passed --no-baselines
 
 
 def test_compare_writes_markdown_and_html_that_renders(reports, tmp_path):

@@ -29,6 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="use an already running RAG endpoint instead of starting one")
     parser.add_argument("--engine-url", help="with --url: the bare vLLM server, for the engine-alone points")
     parser.add_argument("--output", help="report path (default: artifacts/reports/<model name>.json)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip the suite's RAG-OFF/oracle answers (generation.baselines) for this run")
     parser.add_argument("--no-serve", nargs="?", const=True, default=False, metavar="REASON",
                         help="quality-only report: perplexity, no engine (for a checkpoint vLLM cannot serve here); "
                         "an optional REASON is written into the report")
@@ -237,7 +239,7 @@ def _serve_and_measure(args: argparse.Namespace, suite, model: str, stack, rows:
                                              gen.temperature, suite.load.timeout_s)
             records += [{"phase": "quality", **{k: v for k, v in r.items() if k != "used_sources"},
                          "used_source_ids": [x.get("chunk_id") for x in r.get("used_sources", [])]} for r in qrecords]
-            if gen.baselines:
+            if gen.baselines and not getattr(args, "no_baselines", False):
                 qmetrics["baselines"] = _baselines(suite, args.profile, engine_url, served, rows, console)
             reqs = engine_requests(model, args.profile, rows, qrecords, gen.max_tokens)
             targets = [loadgen.Target("rag", url, gen.max_tokens, gen.temperature, gen.top_k)]
