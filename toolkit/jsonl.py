@@ -9,11 +9,12 @@ from typing import Any
 from toolkit.errors import ToolkitError
 
 
-def read_jsonl(path: str | Path, not_found: str = "file not found",
-               require: dict[str, type] | None = None) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path, not_found: str = "file not found", require: dict[str, type] | None = None,
+               require_error: str | None = None) -> list[dict[str, Any]]:
     """Every non-blank line of ``path`` as a JSON object; a bad line is a one-line error ``path:N: ...``.
 
-    ``require`` maps field names to the type each row must hold there (``object``: present, any type).
+    ``require`` maps field names to the type each row must hold there (``object``: present, any type);
+    ``require_error`` replaces the default "missing field" message when one does not.
     """
     p = Path(path)
     if not p.is_file():
@@ -30,6 +31,7 @@ def read_jsonl(path: str | Path, not_found: str = "file not found",
             raise ToolkitError(f"{p}:{n}: expected a JSON object")
         for key, kind in (require or {}).items():
             if not isinstance(row.get(key), kind) or key not in row:
-                raise ToolkitError(f"{p}:{n}: missing {'string ' if kind is str else ''}field '{key}'")
+                raise ToolkitError(f"{p}:{n}: " + (require_error or
+                                                  f"missing {'string ' if kind is str else ''}field '{key}'"))
         rows.append(row)
     return rows

@@ -7,12 +7,12 @@ Each chunk keeps its document id and title; ``chunk_id`` is ``<doc id>#<n>``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
+from toolkit.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -25,24 +25,11 @@ class Chunk:
 
 def read_docs(path: str | Path) -> list[dict[str, str]]:
     """Documents from a JSONL file; every bad line is reported with its line number."""
-    p = Path(path)
-    if not p.is_file():
-        raise ToolkitError(f"{p}: documents file not found (expected JSONL with id, title, text)")
-    docs = []
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ToolkitError(f"{p}:{n}: invalid JSON ({exc.msg})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str) or "id" not in doc:
-                raise ToolkitError(f"{p}:{n}: expected an object with 'id' and string 'text'")
-            docs.append({"id": str(doc["id"]), "title": str(doc.get("title") or ""), "text": doc["text"]})
-    if not docs:
-        raise ToolkitError(f"{p}: no documents")
-    return docs
+    rows = read_jsonl(path, "documents file not found (expected JSONL with id, title, text)",
+                      require={"id": object, "text": str}, require_error="expected an object with 'id' and string 'text'")
+    if not rows:
+        raise ToolkitError(f"{Path(path)}: no documents")
+    return [{"id": str(d["id"]), "title": str(d.get("title") or ""), "text": d["text"]} for d in rows]
 
 
 def chunk_text(text: str, words: int, overlap: int) -> list[str]:
