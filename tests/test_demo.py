@@ -10,9 +10,12 @@ from toolkit.demo import Step, _student_winner_argv, plan, run_steps
 def test_quick_plan_is_the_user_commands_in_order(tmp_path):
     steps, compare_dir = plan(quick=True, root=tmp_path)
     names = [s.name for s in steps]
-    assert names == ["reference", "quantize reference-gptq-w8a8-int8", "index", "eval reference-bf16",
-                     "eval reference-gptq-w8a8-int8", "compare"]
+    assert names == ["reference", "quantize reference-w8a8-int8-rtn", "index", "eval reference-bf16",
+                     "eval reference-w8a8-int8-rtn", "compare"]
     assert steps[0].argv()[:3] == ["reference", "--recipe", "recipes/reference/quick.yaml"]
+    quant = steps[1].argv()  # the W8A8 recipe (SmoothQuant kept), rounded to nearest instead of GPTQ
+    assert quant[2] == "recipes/quantize/gptq-w8a8-int8.yaml" and quant[-4:] == ["--set", "algorithm=rtn",
+                                                                                 "--set", "gptq=null"]
     assert compare_dir == tmp_path / "reports" / "demo" / "compare"
 
 
@@ -140,11 +143,11 @@ def test_quick_demo_end_to_end(tmp_path):
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = root / "reports" / "demo"
-    for variant in ("reference-bf16", "reference-gptq-w8a8-int8"):
+    for variant in ("reference-bf16", "reference-w8a8-int8-rtn"):
         report = read_report(reports / f"{variant}.json")
         assert report.quality.val_ppl and report.latency.points and report.quality.recall_at_k
     assert (reports / "compare" / "compare.html").stat().st_size > 10_000
-    assert "demo finished" in proc.stdout and "reference-gptq-w8a8-int8" in proc.stdout
+    assert "demo finished" in proc.stdout and "reference-w8a8-int8-rtn" in proc.stdout
     again = subprocess.run([sys.executable, "-m", "toolkit", "demo", "--quick", "--output", str(root), "--plan"],
                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert again.stdout.count(": done") == 6  # a re-run resumes: every step is already done
