@@ -175,17 +175,15 @@ def _precision_candidates() -> list[str]:
 def _fastest_unquantized_profile(profile: Path) -> Path | None:
     """The profile of the fastest format served from the checkpoint as it is (``toolkit precision`` writes it
     beside the winner's), or None when it is the out-of-the-box dtype (already measured) or was not measured."""
-    import yaml
-
+    from toolkit.precision.cli import unquantized_profile_path
     from toolkit.serving.profiles import load_profile
 
     selection = json.loads(profile.with_suffix(".json").read_text())["selection"]
     name = selection.get("fastest_unquantized")
     if name is None:
         return None
-    path = profile if name == selection["winner"] else profile.with_name(f"{profile.stem}-unquantized.yaml")
-    dtype = (yaml.safe_load(path.read_text()).get("engine") or {}).get("dtype")
-    return None if dtype == load_profile().engine.dtype else path
+    path = profile if name == selection["winner"] else unquantized_profile_path(profile)
+    return None if load_profile(path).engine.dtype == load_profile().engine.dtype else path
 
 
 def _eval_argv(model: Path | Callable[[], Path], index: Path, suite: Path, report: Path,

@@ -13,13 +13,13 @@ the comparison NVIDIA's RAG benchmarking calls RAG-ON / RAG-OFF. The bare engine
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from toolkit.errors import ToolkitError
 from toolkit.evaluation.metrics import exact_match, token_f1
+from toolkit.evaluation.quality import post_all
 from toolkit.jsonl import read_jsonl
 from toolkit.prompt import rag_messages
 
@@ -44,26 +44,6 @@ def baseline_messages(mode: Mode, row: dict[str, str], docs: dict[str, str], sys
     return rag_messages(row["question"], contexts, system_prompt)
 
 
-async def _chat_all(engine_url: str, model: str, conversations: list[list[dict]], max_tokens: int,
-                    temperature: float, concurrency: int, timeout_s: float) -> list[dict[str, Any]]:
-    import httpx
-
-    sem = asyncio.Semaphore(concurrency)
-
-    async def ask(client: httpx.AsyncClient, messages: list[dict]) -> dict[str, Any]:
-        body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature}
-        async with sem:
-            try:
-                r = await client.post(f"{engine_url}/v1/chat/completions", json=body)
-                r.raise_for_status()
-                return {"answer": r.json()["choices"][0]["message"].get("content") or ""}
-            except Exception as exc:  # noqa: BLE001 - one failed question is counted, not fatal
-                return {"error": f"{type(exc).__name__}: {exc}"[:300]}
-
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s)) as client:
-        return list(await asyncio.gather(*(ask(client, m) for m in conversations)))
-
-
 def score(rows: Sequence[dict[str, str]], answers: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean exact match and token F1 over the questions that got an answer, and how many failed."""
     ok = [(row, a["answer"]) for row, a in zip(rows, answers) if "error" not in a]
@@ -73,6 +53,16 @@ def score(rows: Sequence[dict[str, str]], answers: Sequence[dict[str, Any]]) -> 
             "qa_f1": sum(token_f1(a, r["answer"]) for r, a in ok) / n if n else None}
 
 
+def _answer(reply: dict[str, Any]) -> dict[str, Any]:
+    """``{"answer": text}`` of an OpenAI chat completion, or the request's / the shape's error."""
+    if "error" in reply:
+        return reply
+    try:
+        return {"answer": reply["choices"][0]["message"].get("content") or ""}
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return {"error": f"not an OpenAI chat completion: {str(reply)[:200]}"}
+
+
 def answer_baselines(engine_url: str, model: str, rows: Sequence[dict[str, str]], docs_path: str | Path,
                      modes: Sequence[Mode], system_prompt: str, max_tokens: int, temperature: float,
                      timeout_s: float, concurrency: int = 4) -> dict[str, dict[str, Any]]:
@@ -80,8 +70,8 @@ def answer_baselines(engine_url: str, model: str, rows: Sequence[dict[str, str]]
     docs = gold_documents(docs_path, rows) if "oracle" in modes else {}
     out = {}
     for mode in modes:
-        conversations = [baseline_messages(mode, row, docs, system_prompt) for row in rows]
-        answers = asyncio.run(_chat_all(engine_url, model, conversations, max_tokens, temperature, concurrency,
-                                        timeout_s))
-        out[mode] = score(rows, answers)
+        bodies = [{"model": model, "messages": baseline_messages(mode, row, docs, system_prompt),
+                   "max_tokens": max_tokens, "temperature": temperature} for row in rows]
+        replies = post_all(f"{engine_url}/v1/chat/completions", bodies, concurrency, timeout_s)
+        out[mode] = score(rows, [_answer(r) for r in replies])
     return out

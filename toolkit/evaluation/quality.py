@@ -69,36 +69,46 @@ def _load_for_perplexity(model: str | Path):
     return load_causal_lm(model, dtype=compute_dtype(stored_dtype(model)), device="cuda" if cuda else None)
 
 
-async def _ask_all(url: str, rows: list[dict[str, str]], top_k: int, max_tokens: int, temperature: float,
-                   concurrency: int, timeout_s: float) -> list[dict[str, Any]]:
+def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int, timeout_s: float,
+             headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """POST every body to ``url``, ``concurrency`` at a time; each answer's JSON, or ``{"error": ...}`` for a
+    request that failed (one failed question is counted, not fatal)."""
     import httpx
 
-    sem = asyncio.Semaphore(concurrency)
+    async def run() -> list[dict[str, Any]]:
+        sem = asyncio.Semaphore(concurrency)
 
-    async def ask(client, row):
-        body = {"query": row["question"], "top_k": top_k, "max_tokens": max_tokens, "temperature": temperature,
-                "stream": False}
-        async with sem:
-            try:
-                r = await client.post(f"{url}/v1/rag", json=body)
-                r.raise_for_status()
-                return r.json()
-            except Exception as exc:  # noqa: BLE001
-                return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        async def post(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+            async with sem:
+                try:
+                    r = await client.post(url, json=body)
+                    r.raise_for_status()
+                    return r.json()
+                except Exception as exc:  # noqa: BLE001
+                    return {"error": f"{type(exc).__name__}: {exc}"[:300]}
 
+        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=headers or {}) as client:
+            return list(await asyncio.gather(*(post(client, b) for b in bodies)))
+
+    return asyncio.run(run())
+
+
+def _ask_all(url: str, rows: list[dict[str, str]], top_k: int, max_tokens: int, temperature: float,
+             concurrency: int, timeout_s: float) -> list[dict[str, Any]]:
     from toolkit.evaluation.loadgen import auth_headers
 
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), headers=auth_headers()) as client:
-        return list(await asyncio.gather(*(ask(client, row) for row in rows)))
+    bodies = [{"query": row["question"], "top_k": top_k, "max_tokens": max_tokens, "temperature": temperature,
+               "stream": False} for row in rows]
+    return post_all(f"{url}/v1/rag", bodies, concurrency, timeout_s, auth_headers())
 
 
 def rag_quality(url: str, rows: list[dict[str, str]], ks: list[int], top_k: int, max_tokens: int,
                 temperature: float, timeout_s: float, concurrency: int = 4) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Answer every question through the endpoint; return (quality metrics, per-question records)."""
-    answers = asyncio.run(_ask_all(url, rows, top_k, max_tokens, temperature, concurrency, timeout_s))
+    answers = _ask_all(url, rows, top_k, max_tokens, temperature, concurrency, timeout_s)
     retrieved = answers
     if max(ks) > top_k:  # recall@k needs k passages: ask for them without paying for a full answer
-        retrieved = asyncio.run(_ask_all(url, rows, max(ks), 1, 0.0, concurrency, timeout_s))
+        retrieved = _ask_all(url, rows, max(ks), 1, 0.0, concurrency, timeout_s)
     records, ranked = [], []
     for row, ans, ret in zip(rows, answers, retrieved):
         rec: dict[str, Any] = {"qid": row["id"], "gold_doc": row["doc_id"], "reference": row["answer"],

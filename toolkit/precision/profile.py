@@ -98,16 +98,18 @@ def build_profile(result: dict[str, Any], candidate: str | None = None) -> dict[
     schema = _serve_schema()
     fields = schema.model_fields if schema is not None else {"model": None, "selection": None}
     if "model" in fields:
-        profile["model"] = _portable(win.get("checkpoint") or result["model"])
+        profile["model"] = serve_model(result, candidate)
     if "selection" in fields:
         profile["selection"] = selection_block(result)
     validate_profile(profile)
     return profile
 
 
-def serve_model(result: dict[str, Any]) -> str:
-    """The checkpoint to serve: the quantized one when the winner is FP8/INT8, else the model measured."""
-    win = next(r for r in result["candidates"] if r["name"] == result["selection"]["winner"])
+def serve_model(result: dict[str, Any], candidate: str | None = None) -> str:
+    """The checkpoint to serve: the quantized one when the winner (or ``candidate``) is FP8/INT8, else the
+    model measured."""
+    name = candidate or result["selection"]["winner"]
+    win = next(r for r in result["candidates"] if r["name"] == name)
     return _portable(win.get("checkpoint") or result["model"])
 
 
@@ -125,16 +127,15 @@ def dump_profile(profile: dict[str, Any], result: dict[str, Any], candidate: str
     """YAML text whose header says where it came from, what to serve with it and the numbers behind it.
     ``candidate``: a profile for another format than the selected one (the fastest unquantized baseline)."""
     sel = selection_block(result)
-    rows = {r["name"]: r for r in result["candidates"]}
-    name = candidate or result["selection"]["winner"]
+    label = next((r["label"] for r in result["candidates"] if r["name"] == candidate), None)
     head = (f"Serving profile chosen by `toolkit precision` on {sel['hardware']} ({sel['measured_at']})."
             if candidate is None else
-            f"Serving profile for {rows[name]['label']}, the fastest format served from the checkpoint as it is "
+            f"Serving profile for {label}, the fastest format served from the checkpoint as it is "
             f"(the baseline to beat), measured by `toolkit precision` on {sel['hardware']} ({sel['measured_at']}).")
     lines = [
         head,
         sel["message"],
-        f"Serve it:  make serve MODEL={_portable(rows[name].get('checkpoint') or result['model'])} PROFILE=<this file>",
+        f"Serve it:  make serve MODEL={serve_model(result, candidate)} PROFILE=<this file>",
         f"Quality reference: {sel['reference']['dtype']} perplexity {sel['reference']['perplexity']}; "
         f"speed = {sel['rank_by']} tok/s median [min-max] of {sel['repeats']} runs.",
     ]

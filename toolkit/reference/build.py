@@ -128,6 +128,7 @@ def _convert_and_evaluate(recipe: ReferenceRecipe, tmp: Path, train_texts: list[
                           progress: bool) -> dict[str, Any]:
     """The pretrained model (converted once, cached) linked into ``model/``, scored like a trained one."""
     from toolkit.modeling import load_tokenizer
+    from toolkit.reference import train as tr
     from toolkit.reference.pretrained import converted_checkpoint, link_tree
 
     p, t = recipe.pretrained, recipe.training
@@ -142,7 +143,8 @@ def _convert_and_evaluate(recipe: ReferenceRecipe, tmp: Path, train_texts: list[
     print(f"model: {conv['architecture']} {conv['parameters'] / 1e6:.1f}M parameters, {conv['num_hidden_layers']} "
           f"layers, hidden {conv['hidden_size']}; weights {conv['gguf_file_type']} upstream, saved in {p.save_dtype}")
     with record.timed("evaluation"), mrec.timed("evaluation"):
-        ppl, unigram, n_windows = _validation_perplexity(recipe, tmp, tokenizer, train_texts, progress)
+        train_windows = tr.lm_windows(tokenizer, train_texts, t.seq_len)  # the unigram baseline's counts
+        ppl, unigram, n_windows = _validation_perplexity(recipe, tmp, tokenizer, train_windows, progress)
     results = {
         "source": "pretrained", **{k: conv[k] for k in ("architecture", "parameters", "gguf_file_type")},
         "saved_dtype": p.save_dtype, "conversion_s": conversion["timings_s"]["conversion"],
@@ -157,9 +159,10 @@ def _convert_and_evaluate(recipe: ReferenceRecipe, tmp: Path, train_texts: list[
     return results
 
 
-def _validation_perplexity(recipe: ReferenceRecipe, tmp: Path, tokenizer, train_texts: list[str],
+def _validation_perplexity(recipe: ReferenceRecipe, tmp: Path, tokenizer, train_windows: list[dict],
                            progress: bool) -> tuple[float, float, int]:
-    """Perplexity of ``model/`` as other stages load it, and a unigram baseline on the same tokens."""
+    """Perplexity of ``model/`` as other stages load it, and a unigram baseline (token counts of
+    ``train_windows``) on the same tokens."""
     from toolkit.modeling import load_causal_lm, perplexity, read_texts, token_windows
     from toolkit.reference import train as tr
 
@@ -168,7 +171,7 @@ def _validation_perplexity(recipe: ReferenceRecipe, tmp: Path, tokenizer, train_
                             max_windows=t.eval_windows)
     saved = load_causal_lm(tmp / "model")  # dtype "auto": the checkpoint as saved
     ppl = perplexity(saved, windows, progress="validation perplexity" if progress else None)
-    train_ids = [i for w in tr.lm_windows(tokenizer, train_texts, t.seq_len) for i in w["input_ids"]]
+    train_ids = [i for w in train_windows for i in w["input_ids"]]
     return ppl, tr.unigram_perplexity(train_ids, windows, len(tokenizer)), len(windows)
 
 
@@ -202,7 +205,7 @@ def _train_and_evaluate(recipe: ReferenceRecipe, tmp: Path, out: Path, tokenizer
         model.to(getattr(torch, m.save_dtype)).save_pretrained(str(model_dir))
         tokenizer.save_pretrained(str(model_dir))
     with record.timed("evaluation"), mrec.timed("evaluation"):
-        ppl, unigram, n_windows = _validation_perplexity(recipe, tmp, tokenizer, train_texts, progress)
+        ppl, unigram, n_windows = _validation_perplexity(recipe, tmp, tokenizer, lm, progress)
     tokens_seen = t.max_steps * t.batch_size * t.grad_accum * t.seq_len
     results = {
         "source": "scratch", "parameters": n_params, "saved_dtype": m.save_dtype, "torch_threads": torch.get_num_threads(), **metrics,
