@@ -28,3 +28,40 @@ def test_median_is_p50_and_agrees_with_the_standard_library():
 def test_spread_keeps_the_runs_in_order():
     assert spread([12.0, 10.0, 11.0]) == {"median": 11.0, "min": 10.0, "max": 12.0, "runs": [12.0, 10.0, 11.0]}
     assert spread((2.0, 4.0))["median"] == 3.0
+
+
+def test_t_quantile_matches_scipy():
+    from scipy import stats as sp
+
+    from toolkit.stats import t_quantile
+
+    for df in (1, 2, 4, 9, 30, 200):
+        assert t_quantile(0.975, df) == pytest.approx(sp.t.ppf(0.975, df), rel=1e-9)
+
+
+def test_interval_is_the_t_interval_of_the_mean():
+    import numpy as np
+    from scipy import stats as sp
+
+    from toolkit.stats import interval
+
+    xs = [101.0, 97.5, 103.2, 99.9, 100.4]
+    got = interval(xs)
+    low, high = sp.t.interval(0.95, len(xs) - 1, loc=np.mean(xs), scale=sp.sem(xs))
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((low, high))
+    assert got["cv"] == pytest.approx(np.std(xs, ddof=1) / np.mean(xs))
+    one = interval([5.0])
+    assert one["mean"] == 5.0 and one["ci_low"] is None and one["cv"] is None
+
+
+def test_bootstrap_interval_brackets_a_real_shift_and_covers_zero_for_the_same_sample():
+    import random
+
+    from toolkit.stats import bootstrap_ci
+
+    rng = random.Random(1)
+    a = [rng.gauss(100, 10) for _ in range(200)]
+    est, low, high = bootstrap_ci(a, [x * 1.3 for x in a])
+    assert low > 0.2 and high < 0.4 and low <= est <= high
+    est, low, high = bootstrap_ci(a, list(a))
+    assert est == 0 and low < 0 < high

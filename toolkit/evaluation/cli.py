@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,7 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
     from toolkit.paths import REFERENCE_QA, reference_split
 
     console = Console(stderr=True)
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), list(os.getloadavg())
     suite = load_suite(args.suite)
     model = resolve_model(args.model)
     rows = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, suite.qa.limit)
@@ -193,7 +194,8 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
                                 suite=SuiteInfo(name=suite.name, path=str(args.suite), sha256=suite.digest()),
                                 prefix_caching=suite.engine.prefix_caching, url=args.url, started_by_eval=started,
                                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                wall_s=round(time.perf_counter() - t_start, 1)),
+                                wall_s=round(time.perf_counter() - t_start, 1), load_avg_start=load_start,
+                                load_avg_end=list(os.getloadavg())),
     )
     return report, records
 

@@ -40,6 +40,29 @@ class Throughput(_Model):
     output_tok_s: float | None = None
 
 
+class Interval(_Model):
+    """A figure over repeated runs (toolkit.stats.interval): mean, t-based 95% CI of the mean, CV."""
+
+    mean: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    cv: float | None = None
+    n: int = 0
+    values: list[float] = []
+
+
+class SLOAttainment(_Model):
+    """toolkit.evaluation.slo.attainment of one load point."""
+
+    percentile: float
+    thresholds: dict[str, float]
+    goodput_req_s: float | None = None
+    good_share: float | None = None
+    met_share: dict[str, float | None] = {}
+    at_percentile: dict[str, float | None] = {}
+    meets: bool
+
+
 class LoadPoint(_Model):
     name: str
     target: str  # "rag" | "engine"
@@ -57,6 +80,32 @@ class LoadPoint(_Model):
     itl_ms: Summary
     e2e_ms: Summary
     stages: dict[str, Summary] = {}
+    slo: SLOAttainment | None = None  # pooled over the repeats
+    repeats: int = 1  # summaries above pool every repeat's requests; intervals are across repeats
+    intervals: dict[str, Interval] = {}  # "e2e_ms.p50", "throughput.req_s", "slo.goodput_req_s", ...
+    unstable: list[str] = []  # interval keys whose CV exceeds toolkit.stats.UNSTABLE_CV
+
+
+class MaxLoadTrial(_Model):
+    load: float
+    meets: bool
+    slo: SLOAttainment
+    e2e_ms: Summary
+    req_s: float | None = None
+    errors: int = 0
+
+
+class MaxLoad(_Model):
+    """The highest load meeting the SLO (``eval --find-max-load``) and the trials around the knee."""
+
+    mode: str  # "concurrency" | "poisson"
+    unit: str  # "concurrent requests" | "req/s"
+    value: float | None = None  # None: even the first load tried missed the SLO
+    first_failing: float | None = None  # the lowest load tried that missed it (None: never missed up to limit)
+    slo: dict[str, Any]
+    trials: list[MaxLoadTrial] = []
+    stopped: str = ""  # why the search ended (bracket narrow enough, limit reached, time budget spent)
+    wall_s: float | None = None
 
 
 class ModelInfo(_Model):
@@ -86,6 +135,8 @@ class Latency(_Model):
     points: list[LoadPoint] = []
     engine_alone: list[LoadPoint] = []
     not_served: str | None = None  # why there are no points (``eval --no-serve``: a quality-only report)
+    slo: dict[str, Any] | None = None  # the suite's SLO section the points were judged against
+    max_load: MaxLoad | None = None
 
 
 class Resources(_Model):
@@ -112,6 +163,8 @@ class Environment(_Model):
     started_by_eval: bool
     created: str
     wall_s: float | None = None
+    load_avg_start: list[float] | None = None  # os.getloadavg() when the eval started / ended: other work on
+    load_avg_end: list[float] | None = None  # the machine inflates every latency
 
 
 class Report(_Model):

@@ -58,10 +58,48 @@ class PoissonSection(StrictModel):
     seed: int = 0
 
 
+class SLOSection(StrictModel):
+    """Latency objectives (toolkit.evaluation.slo): goodput counts requests meeting every threshold; a load
+    point meets the SLO when at least ``percentile``% of its requests meet each threshold."""
+
+    percentile: float = Field(95.0, gt=0, le=100)
+    ttft_ms: float | None = Field(None, gt=0, description="time to first token")
+    tpot_ms: float | None = Field(None, gt=0, description="time per output token after the first")
+    e2e_ms: float | None = Field(None, gt=0, description="request sent to last chunk, client side")
+    retrieval_ms: float | None = Field(None, gt=0, description="endpoint's embed + search stages")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> "SLOSection":
+        if all(getattr(self, m) is None for m in ("ttft_ms", "tpot_ms", "e2e_ms", "retrieval_ms")):
+            raise ValueError("give at least one threshold (ttft_ms, tpot_ms, e2e_ms, retrieval_ms)")
+        return self
+
+
+class MaxLoadSection(StrictModel):
+    """``toolkit eval --find-max-load``: the highest load meeting the suite's SLO (bracketing, then bisection)."""
+
+    mode: Literal["concurrency", "poisson"] = Field("concurrency", description="closed-loop concurrency or "
+                                                    "open-loop Poisson request rate")
+    start: float = Field(1.0, gt=0, description="first load tried (concurrency, or req/s)")
+    limit: float = Field(64.0, gt=0, description="highest load tried")
+    resolution: float = Field(1.0, gt=0, description="stop bisecting when the bracket is this narrow")
+    requests: int = Field(16, ge=1, description="measured requests per trial")
+    budget_s: float = Field(600.0, gt=0, description="wall-time bound of the search")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "MaxLoadSection":
+        if self.limit < self.start:
+            raise ValueError(f"limit ({self.limit:g}) must be >= start ({self.start:g})")
+        return self
+
+
 class LoadSection(StrictModel):
     concurrency: list[int] = Field(default_factory=lambda: [1, 4, 16])
     requests_per_level: int = Field(32, ge=1, description="measured requests per concurrency level")
     warmup: int = Field(2, ge=0, description="requests sent before each level and excluded from it")
+    repeats: int = Field(1, ge=1, description="runs of each load point (fresh warm-up each); with 2 or more every "
+                         "figure carries mean, 95% CI and CV")
+    max_load: MaxLoadSection | None = Field(None, description="search settings of --find-max-load (defaults if unset)")
     poisson: PoissonSection | None = None
     engine_alone: bool = Field(True, description="also load the bare vLLM server with the same prompts")
     timeout_s: float = Field(300.0, gt=0)
@@ -90,6 +128,7 @@ class Suite(StrictModel):
     generation: GenerationSection = Field(default_factory=GenerationSection)
     perplexity: PerplexitySection = Field(default_factory=PerplexitySection)
     load: LoadSection = Field(default_factory=LoadSection)
+    slo: SLOSection | None = Field(None, description="latency objectives: goodput and SLO attainment per load point")
     engine: EngineSection = Field(default_factory=EngineSection)
 
     @model_validator(mode="after")
