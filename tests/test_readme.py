@@ -140,7 +140,7 @@ FLAGS = {"RECIPE": "--recipe", "MODEL": "--model", "TEACHER": "--teacher", "STUD
 TARGET_FLAGS = {"distill": {"MODEL": "--teacher"}, "bench-distill": {"MODEL": "--teacher", "STEPS": "--steps"}}
 SPLICED = {"REPORTS", "GATES", "BENCH_ARGS", "PYTEST_ARGS"}  # words the recipe pastes in as they are
 NEEDED = {"quantize": {"RECIPE": "x.yaml"}, "distill": {"RECIPE": "x.yaml"}, "compare": {"REPORTS": "a.json"}}
-NO_TOOLKIT = {"help", "setup", "test", "clean"}
+NO_TOOLKIT = {"help", "setup", "test", "clean", "gpu-check"}
 RUN_LINE = re.compile(r"\S*python3?\s+-m\s+(toolkit(?:\.\w+\.bench)?)(?:\s|$)")
 
 

@@ -7,7 +7,9 @@ report (CPU flags, library versions) and the load average at start and end.
 
 Naming rule: offline throughput at a fixed **batch size** (``labels={"batch_size": 8}``, metric names
 ``offline_*``) and online throughput at a client **concurrency** (``labels={"concurrency": 8}``, metric names
-``online_*``) are different experiments and never share a name.
+``online_*``) are different experiments and never share a name. :meth:`BenchRun.add` refuses a metric with
+both labels, an ``offline_*`` name with a concurrency (or ``online_*`` with a batch size), and a name already
+used for the other kind of experiment.
 
 Usage::
 
@@ -67,8 +69,12 @@ class BenchRun:
             definition: str = "") -> Metric:
         """Add one metric from a single value, per-request ``samples`` (percentiles) or ``repeats`` (interval)."""
         labels = dict(labels or {})
-        if "batch_size" in labels and "concurrency" in labels:
-            raise ValueError(f"{name}: a metric is offline (batch_size) or online (concurrency), not both")
+        kind = _kind(name, labels)
+        other = kind and next((m for m in self.metrics if m.name == name and _kind(name, m.labels) not in (None, kind)),
+                              None)
+        if other:  # one name for two experiments: a reader filtering by name would mix them
+            raise ValueError(f"{name}: already used with labels {other.labels}; offline (batch_size) and online "
+                             "(concurrency) figures need different names (offline_* / online_*)")
         m = Metric(name, unit, value=value, labels=labels, definition=definition)
         if samples is not None:
             from toolkit.evaluation.metrics import summarize
@@ -83,6 +89,9 @@ class BenchRun:
         return m
 
     def to_json(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        clash = sorted(set(extra or {}) & {"schema", "bench", "config", "environment", "metrics"})
+        if clash:
+            raise ValueError(f"extra keys {clash} would replace the schema's own")
         env = {**self.env, "load_avg_end": list(os.getloadavg()),
                "wall_s": round(time.perf_counter() - self._t0, 2)}
         return {"schema": SCHEMA, "bench": self.bench, "config": self.config, "environment": env,
@@ -96,6 +105,24 @@ class BenchRun:
         p.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(p, json.dumps(self.to_json(extra), indent=2, default=str) + "\n")
         return p
+
+
+def _kind(name: str, labels: dict[str, Any]) -> str | None:
+    """``"offline"``, ``"online"`` or None (neither label); ValueError when the name and labels disagree."""
+    offline, online = "batch_size" in labels, "concurrency" in labels
+    if offline and online:
+        raise ValueError(f"{name}: a metric is offline (batch_size) or online (concurrency), not both")
+    if (offline and name.startswith("online_")) or (online and name.startswith("offline_")):
+        raise ValueError(f"{name}: the name says {name.split('_')[0]} but the labels say "
+                         f"{'batch_size' if offline else 'concurrency'}")
+    return "offline" if offline else "online" if online else None
+
+
+def find(data: dict[str, Any], name: str, **labels: Any) -> list[dict[str, Any]]:
+    """The metrics of a results file (or :meth:`BenchRun.to_json`) called ``name`` whose labels include
+    ``labels``, in the order they were added."""
+    return [m for m in data.get("metrics", []) if m["name"] == name
+            and all(m["labels"].get(k) == v for k, v in labels.items())]
 
 
 def read_results(path: str | Path) -> dict[str, Any]:

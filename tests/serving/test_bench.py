@@ -1,11 +1,13 @@
 """Arithmetic behind the serving benchmark (README): cold-start ratios, recall against the exact index,
-endpoint overhead and the medians it reports, hand-computed; then a real run at small sizes (no engine)."""
+endpoint overhead and the medians it reports, hand-computed; then a real run at small sizes (no engine), its
+printed lines and its results file in the common schema."""
 
 import re
 
 import numpy as np
 import pytest
 
+from toolkit.results import SCHEMA, find, read_results
 from toolkit.serving.bench import cold_start_ratios, endpoint_overhead_ms, main, p50, recall_vs_truth
 
 
@@ -33,8 +35,9 @@ def test_p50_is_the_median():
 @pytest.mark.filterwarnings("ignore:typing.(io|re) is deprecated:DeprecationWarning")  # stdlib docstring scan
 def test_real_run_at_small_sizes(tmp_path, capsys):
     """Cold start and index types, end to end on 60 chunks and 2,000 vectors (the endpoint part needs vLLM)."""
+    results = tmp_path / "reports" / "bench-serve.json"
     rc = main(["--chunks", "60", "--chunk-words", "32", "--vectors", "2000", "--queries", "20", "--nlist", "16",
-               "--skip", "endpoint", "--workdir", str(tmp_path)])
+               "--skip", "endpoint", "--workdir", str(tmp_path), "--output", str(results)])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "[1] cold start, 60 chunks" in out and "ratio rebuild/load:" in out
@@ -43,3 +46,21 @@ def test_real_run_at_small_sizes(tmp_path, capsys):
     assert set(recalls) == {"flat", "ivf", "ivfpq", "hnsw"}
     assert recalls["flat"] == "1.000"  # flat is the reference it is measured against
     assert all(0.0 <= float(v) <= 1.0 for v in recalls.values())
+
+    data = read_results(results)
+    assert data["schema"] == SCHEMA and data["bench"] == "bench-serve" and data["config"]["skip"] == ["endpoint"]
+    env = data["environment"]
+    assert "avx2" in env["hardware"]["cpu"]["isa"] and len(env["load_avg_start"]) == len(env["load_avg_end"]) == 3
+    assert all(m["unit"] for m in data["metrics"])
+    for kind, printed in recalls.items():  # the file holds the figures the table printed
+        (m,) = find(data, "recall_at_10", index_type=kind, vectors=2000)
+        assert f"{m['value']:.3f}" == printed and m["unit"] == "share"
+        (lat,) = find(data, "search_ms", index_type=kind, vectors=2000)
+        assert lat["summary"]["n"] == 20 and lat["value"] == lat["summary"]["p50"] and lat["unit"] == "ms"
+    (ret,) = find(data, "retrieval_ms", chunks=60)
+    assert ret["summary"]["n"] == 20 and ret["summary"]["p50"] <= ret["summary"]["p99"]
+    assert f"embed+search p50 {ret['value']:6.2f} ms wall" in out
+    (load,) = find(data, "index_load_ms", chunks=60)
+    assert load["summary"]["n"] == 5
+    assert not find(data, "online_endpoint_overhead_ms")  # skipped
+    assert not any("batch_size" in m["labels"] or "concurrency" in m["labels"] for m in data["metrics"])

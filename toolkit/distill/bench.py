@@ -14,7 +14,10 @@ gold document as context (greedy transformers ``generate``, same prompts for all
 ``throughput`` job, batch 1 and 8) of the teacher and the student (the three students share one
 architecture, so one measurement stands for all). Targets: KD student perplexity below the CE-only
 student's; student ≥ 1.8× the teacher's decode tokens/s with perplexity within 10 % of the
-teacher's. The report is printed and saved to ``artifacts/reports/distill-bench.json``.
+teacher's. The table is printed; the figures are written in the common results schema
+(:class:`toolkit.results.BenchRun`: ``perplexity``, ``qa_f1``, ``train_runtime_s`` per ``variant``;
+``offline_decode_tok_s`` per ``variant`` and ``batch_size`` with the interval over 3 runs;
+``offline_decode_speedup`` per ``batch_size``) to ``artifacts/reports/distill-bench.json`` (``--output``).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
 from toolkit.paths import ARTIFACTS, RECIPES_DIR, REFERENCE_MODEL, REPORTS_DIR
+from toolkit.results import BenchRun
+from toolkit.stats import interval
 
 
 def qa_f1(model_dir: Path, questions: list[dict[str, Any]], context_chars: int, max_new_tokens: int = 48,
@@ -58,12 +62,18 @@ def qa_f1(model_dir: Path, questions: list[dict[str, Any]], context_chars: int, 
     return sum(scores) / len(scores)
 
 
-def decode_tps(model_dir: Path) -> dict[str, float]:
+def decode_runs(model_dir: Path) -> dict[str, list[float]]:
+    """vLLM decode tok/s of 3 runs per batch size (1 and 8), keyed by the batch size as a string."""
     from toolkit.engine.client import engine_args, run_offline
 
     r = run_offline("throughput", engine_args(model_dir), batch_sizes=[1, 8], new_tokens=64, prompt_tokens=32,
                     repeats=3, prefill_tokens=0)
-    return {f"batch{b}": round(s["median"], 1) for b, s in r["decode"].items()}
+    return {b: s["runs"] for b, s in r["decode"].items()}
+
+
+def decode_means(runs: dict[str, list[float]]) -> dict[str, float]:
+    """``{"batch1": mean tok/s, ...}``: the figure the table prints and the speed-up divides."""
+    return {f"batch{b}": interval(xs)["mean"] for b, xs in runs.items()}
 
 
 def decode_speedup(student: dict[str, float], teacher: dict[str, float]) -> dict[str, float]:
@@ -105,23 +115,49 @@ def main(argv: list[str] | None = None) -> int:
                    help="forbid the teacher's EOS before this many tokens (for an undertrained teacher)")
     p.add_argument("--questions", type=int, default=48, help="test-split QA questions for F1")
     p.add_argument("--validation-windows", type=int, default=32, help="validation windows (seq_len tokens each)")
-    p.add_argument("--output", default=str(REPORTS_DIR / "distill-bench.json"))
+    p.add_argument("--output", "--report", dest="output", default=str(REPORTS_DIR / "distill-bench.json"),
+                   help="results file (common schema, toolkit.results)")
     args = p.parse_args(argv)
+    run = BenchRun("distill-bench", config={k: v for k, v in vars(args).items() if k != "output"})
     try:
-        return _bench(args)
+        report = _bench(args)
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    out = run.write(args.output, extra=record(run, report))
+    _print(report, json.loads(out.read_text())["environment"])
+    print(f"\nresults: {out}")
+    return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
+def record(run: BenchRun, r: dict[str, Any]) -> dict[str, Any]:
+    """Add the benchmark's figures to ``run`` as named metrics; return the rest (parameter counts, layer
+    subset, final losses, pass/miss targets) for the file's ``extra``."""
+    for k, ppl in r["validation_perplexity"].items():
+        run.add("perplexity", "ppl", value=ppl, labels={"variant": k}, definition="validation perplexity, same windows")
+    for k, f1 in r["qa_f1"].items():
+        run.add("qa_f1", "score", value=f1, labels={"variant": k},
+                definition="mean SQuAD token F1 of greedy answers, gold context (toolkit.evaluation.metrics.token_f1)")
+    for k, secs in r["train_runtime_s"].items():
+        run.add("train_runtime_s", "s", value=secs, labels={"variant": k})
+    for who, runs in r["decode_runs"].items():
+        for b, xs in runs.items():
+            run.add("offline_decode_tok_s", "tok/s", repeats=xs, labels={"variant": who, "batch_size": int(b)},
+                    definition="new tokens / wall s of one vLLM generate call of batch_size 32-token prompts")
+    for b, x in r["decode_speedup_student_vs_teacher"].items():
+        run.add("offline_decode_speedup", "ratio", value=x, labels={"batch_size": int(b.removeprefix("batch"))},
+                definition="student mean tok/s / teacher mean tok/s")
+    keep = ("teacher", "steps", "teacher_params", "student_params", "student_layers_from_teacher", "final_losses",
+            "targets")
+    return {k: r[k] for k in keep}
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
     from toolkit.distill.data import reference_qa
-    from toolkit.hardware import hardware_fingerprint, hardware_report
     from toolkit.modeling import resolve_model
 
     teacher = Path(resolve_model(args.teacher))
     work = ARTIFACTS / "distill" / "bench"
-    t0 = time.perf_counter()
     wb, bb = RECIPES_DIR / "distill" / "whitebox-kd.yaml", RECIPES_DIR / "distill" / "blackbox-sft.yaml"
     steps = {"training.max_steps": args.steps, "data.max_validation_windows": args.validation_windows}
     runs = {
@@ -136,40 +172,35 @@ def _bench(args: argparse.Namespace) -> int:
     dirs = {"teacher": teacher, **{k: work / k for k in runs}}
     f1 = {k: round(qa_f1(d, questions, context_chars), 4) for k, d in dirs.items()}
     print("\n== vLLM decode tokens/s (teacher, student) ==", flush=True)
-    tps = {"teacher": decode_tps(teacher), "student": decode_tps(work / "whitebox-kd")}
+    runs_tps = {"teacher": decode_runs(teacher), "student": decode_runs(work / "whitebox-kd")}
+    tps = {k: decode_means(v) for k, v in runs_tps.items()}
 
     ppl = {"teacher": runs["whitebox-kd"]["results"]["validation_perplexity"]["teacher"],
            "student_init": runs["whitebox-kd"]["results"]["validation_perplexity"]["student_init"],
            **{k: r["results"]["validation_perplexity"]["student"] for k, r in runs.items()}}
     speedup = decode_speedup(tps["student"], tps["teacher"])
     r0 = runs["whitebox-kd"]["results"]
-    report = {
-        "created_unix": round(time.time()),
-        "hardware": hardware_fingerprint(hardware_report()),
+    return {
         "teacher": str(teacher),
         "steps": args.steps,
         "teacher_params": r0["teacher_params"], "student_params": r0["student_params"],
         "student_layers_from_teacher": r0["student_layers_from_teacher"],
         "validation_perplexity": ppl,
         "qa_f1": f1,
-        "decode_tokens_per_s": tps,
+        "decode_tokens_per_s": tps, "decode_runs": runs_tps,
         "decode_speedup_student_vs_teacher": speedup,
         "train_runtime_s": {k: r["results"]["train_runtime_s"] for k, r in runs.items()},
         "final_losses": {k: r["results"]["final_losses"] for k, r in runs.items()},
         "targets": bench_targets(ppl, speedup, list(runs)),
-        "bench_wall_s": round(time.perf_counter() - t0, 1),
     }
-    out = Path(args.output)
-    from toolkit.manifest import atomic_write_text
-
-    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    _print(report)
-    print(f"\nreport: {out}")
-    return 0
 
 
-def _print(r: dict[str, Any]) -> None:
-    print(f"\nDistillation benchmark — {r['hardware']} — {r['steps']} steps per student, "
+def _print(r: dict[str, Any], env: dict[str, Any]) -> None:
+    """The table (tok/s: means of 3 runs); ``env`` is the results file's ``environment``."""
+    from toolkit.hardware import hardware_fingerprint
+
+    print(f"\nDistillation benchmark — {hardware_fingerprint(env['hardware'])} — load avg "
+          f"{env['load_avg_start'][0]:.1f}→{env['load_avg_end'][0]:.1f} — {r['steps']} steps per student, "
           f"teacher {r['teacher_params'] / 1e6:.2f}M params, student {r['student_params'] / 1e6:.2f}M "
           f"(layers {r['student_layers_from_teacher']})")
     print(f"{'model':<14}{'val ppl':>10}{'vs teacher':>12}{'QA F1':>8}{'tok/s b1':>10}{'tok/s b8':>10}")

@@ -1,14 +1,20 @@
-"""Side-by-side comparison of eval reports: metric table with deltas, compatibility checks, release gates,
-the Pareto front of quality versus latency and a one-line recommendation.
+"""Side-by-side comparison of eval reports: metric table with deltas, compatibility checks, release gates
+(:mod:`toolkit.evaluation.gates`), capacity under the SLO, the Pareto front of quality versus capacity and a
+one-line recommendation.
 
 - Reports made on different hardware (:func:`toolkit.hardware.hardware_fingerprint`) or with a different
   suite (name + content hash) are flagged; with gates, an unflagged mismatch fails the ``comparable`` gate
   (a release pipeline should not pass on apples-to-oranges numbers) unless ``allow_mismatch`` is set.
-- Latency is compared on the load points every report shares. The headline speed metric is the p50
-  end-to-end latency at the busiest shared closed-loop point (highest concurrency): that is where
-  quantization/batching gains show or vanish.
-- Quality: validation perplexity (lower is better) and QA token F1 (higher). The recommendation is the
-  fastest variant whose quality stays within the budget (the ppl-increase and F1-drop gates, or 5% / 0.02).
+- Latency is compared on the load points every report shares. The headline point is the busiest shared
+  closed-loop point (highest concurrency): that is where quantization/batching gains show or vanish.
+- Capacity: with an SLO (``toolkit eval --slo``), goodput (requests/s meeting every threshold) per shared
+  point, and the highest load meeting the SLO (``--find-max-load``). A figure measured over repeats is shown
+  as its mean with a 95% t interval (:func:`toolkit.stats.interval`); a point whose CV across repeats
+  exceeds :data:`toolkit.stats.UNSTABLE_CV` is flagged unstable.
+- Recommendation: among the variants within the quality budget (the ppl-increase and F1-drop gates, or
+  5% / 0.02), the one with the highest max load under the SLO when the reports have one; otherwise the one
+  with the lowest p50 end-to-end latency at the headline point. The Pareto front is over QA F1 and the
+  same capacity axis (max load, else requests/s at the headline point), both higher-is-better.
 """
 
 from __future__ import annotations
@@ -18,8 +24,25 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
-from toolkit.evaluation.report import LoadPoint, Report, read_records, read_report
+from toolkit.evaluation.capacity import (
+    capacity,
+    comparable_max_loads,
+    cv_flag,
+    slo_text,
+    trust_notes,
+)
+from toolkit.evaluation.gates import FAIL, INCONCLUSIVE, GateResult, Gates, evaluate
+from toolkit.evaluation.report import (
+    LoadPoint,
+    MaxLoad,
+    Report,
+    read_records,
+    read_report,
+)
 from toolkit.hardware import hardware_fingerprint
+from toolkit.stats import percentile
+
+__all__ = ["Comparison", "Entry", "GateResult", "Gates", "compare", "pareto_front", "quality_score"]
 
 DEFAULT_PPL_BUDGET = 0.05
 DEFAULT_F1_BUDGET = 0.02
@@ -36,51 +59,67 @@ class Entry:
         pts = self.report.latency.points if target == "rag" else self.report.latency.engine_alone
         return next((p for p in pts if p.name == name), None)
 
+    def _load_records(self, point: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("phase", "load") == "load" and r.get("target") == "rag"
+                and r.get("point") == point and r.get("ok")]
 
-@dataclass
-class Gates:
-    """Relative limits are fractions (0.05 = 5%); drops are absolute (0.02 F1 points)."""
+    def request_samples(self, point: str, metric: str) -> list[float]:
+        """Per-request values of ``metric`` (``e2e_ms``, ``ttft_ms``) at a RAG point, every repeat pooled."""
+        return [r[metric] for r in self._load_records(point) if r.get(metric) is not None]
 
-    max_ppl_increase: float | None = None
-    max_f1_drop: float | None = None
-    max_em_drop: float | None = None
-    max_mrr_drop: float | None = None
-    max_p50_regression: float | None = None
-    max_p99_regression: float | None = None
-    max_ttft_regression: float | None = None
-    max_errors: int | None = None
-    min_f1: float | None = None
-    max_p50_ms: float | None = None
-    allow_mismatch: bool = False
+    def repeat_values(self, point: str, metric: str, stat: str) -> list[float] | None:
+        """Each repeat's own ``stat`` (``p50``, ``p99``) of ``metric``: the report's interval values, else
+        computed per repeat from the records. None for a single run (or when neither source has them)."""
+        p = self.point(point)
+        if p is None or p.repeats < 2:
+            return None
+        iv = p.intervals.get(f"{metric}.{stat}")
+        if iv is not None and iv.n >= 2:
+            return list(iv.values)
+        groups: dict[int, list[float]] = {}
+        for r in self._load_records(point):
+            if r.get(metric) is not None and r.get("repeat") is not None:
+                groups.setdefault(int(r["repeat"]), []).append(r[metric])
+        return [percentile(v, float(stat[1:])) for _, v in sorted(groups.items())] if len(groups) >= 2 else None
 
-    def any(self) -> bool:
-        return any(v is not None for k, v in vars(self).items() if k != "allow_mismatch")
+    def question_scores(self, metric: str) -> dict[str, float] | None:
+        """``{qid: score}`` of the answered questions (``metric`` = ``f1`` or ``em``); None without records."""
+        rows = [r for r in self.records if r.get("phase") == "quality" and r.get("qid") is not None]
+        if not rows:
+            return None
+        return {str(r["qid"]): float(r[metric]) for r in rows if r.get("error") is None and r.get(metric) is not None}
 
-
-@dataclass
-class GateResult:
-    gate: str
-    label: str
-    ok: bool
-    detail: str
-    skipped: bool = False  # the variant was not served here (quality-only report): nothing to check
+    @property
+    def max_load(self) -> MaxLoad | None:
+        return self.report.latency.max_load
 
 
 @dataclass
 class Comparison:
     entries: list[Entry]
     baseline: Entry
-    warnings: list[str]
+    warnings: list[str]  # not like-for-like (hardware, suite, prefix caching)
     common_points: list[str]
     headline_point: str | None
     rows: list[dict[str, Any]] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
     pareto: list[str] = field(default_factory=list)
     recommendation: str = ""
+    notes: list[str] = field(default_factory=list)  # how far to trust the numbers: repeats, unstable points, load
+    f1_budget: float = DEFAULT_F1_BUDGET
+    ppl_budget: float = DEFAULT_PPL_BUDGET
 
     @property
     def failed(self) -> list[GateResult]:
-        return [g for g in self.gates if not g.ok]
+        return [g for g in self.gates if g.outcome == FAIL]
+
+    @property
+    def inconclusive(self) -> list[GateResult]:
+        return [g for g in self.gates if g.outcome == INCONCLUSIVE]
+
+    @property
+    def served(self) -> list[Entry]:
+        return [e for e in self.entries if not e.report.latency.not_served]
 
 
 def load_entries(paths: list[str | Path]) -> list[Entry]:
@@ -117,7 +156,7 @@ def _mismatches(entries: list[Entry], baseline: Entry) -> list[str]:
 
 
 def _get(e: Entry, key: str) -> float | None:
-    """Metric by dotted key: ``quality.qa_f1``, ``quality.recall_at_k.5``, ``<point>.e2e_ms.p50``, ..."""
+    """Metric by dotted key: ``quality.qa_f1``, ``quality.recall_at_k.5``, ``rag.<point>.e2e_ms.p50``, ..."""
     q, r = e.report.quality, e.report.resources
     if key.startswith("quality.recall_at_k."):
         return q.recall_at_k.get(key.rsplit(".", 1)[1])
@@ -132,11 +171,10 @@ def _get(e: Entry, key: str) -> float | None:
     p = e.point(point, target)
     if p is None:
         return None
-    if metric == "throughput":
-        return getattr(p.throughput, stat)
     if metric == "errors":
         return float(p.errors)
-    return getattr(getattr(p, metric), stat)
+    group = getattr(p, metric)  # throughput, slo (None without an SLO), or a latency summary
+    return None if group is None else getattr(group, stat)
 
 
 METRICS: list[tuple[str, str, str]] = [  # (key, label, "lower"/"higher" is better)
@@ -153,7 +191,9 @@ METRICS: list[tuple[str, str, str]] = [  # (key, label, "lower"/"higher" is bett
 BASELINE_LABELS = {"closed_book": "no context (RAG-OFF)", "oracle": "gold document only (oracle)"}
 POINT_METRICS = [("ttft_ms.p50", "TTFT p50 (ms)"), ("tpot_ms.p50", "TPOT p50 (ms)"), ("e2e_ms.p50", "e2e p50 (ms)"),
                  ("e2e_ms.p95", "e2e p95 (ms)"), ("e2e_ms.p99", "e2e p99 (ms)"), ("throughput.output_tok_s", "output tok/s"),
-                 ("throughput.req_s", "requests/s"), ("errors.n", "errors")]
+                 ("throughput.req_s", "requests/s"), ("slo.goodput_req_s", "goodput (req/s meeting the SLO)"),
+                 ("slo.good_share", "share of requests meeting the SLO"), ("errors.n", "errors")]
+HIGHER = ("throughput", "slo")
 
 
 def _metric_rows(c: Comparison) -> list[dict[str, Any]]:
@@ -164,14 +204,12 @@ def _metric_rows(c: Comparison) -> list[dict[str, Any]]:
     keys[3:3] = [(f"quality.baselines.{m}.qa_f1", f"QA token F1, {BASELINE_LABELS[m]}", "higher") for m in modes]
     for point in c.common_points:
         for m, label in POINT_METRICS:
-            better = "higher" if m.startswith("throughput") else "lower"
-            keys.append((f"rag.{point}.{m}", f"{point}: {label}", better))
+            keys.append((f"rag.{point}.{m}", f"{point}: {label}", "higher" if m.startswith(HIGHER) else "lower"))
     engine_points = [p.name for p in c.baseline.report.latency.engine_alone
-                     if all(e.point(p.name, "engine") for e in c.entries)]
+                     if all(e.point(p.name, "engine") for e in c.served)]
     for point in engine_points:
         for m, label in POINT_METRICS[:5]:
-            better = "higher" if m.startswith("throughput") else "lower"
-            keys.append((f"engine.{point}.{m}", f"engine alone {point}: {label}", better))
+            keys.append((f"engine.{point}.{m}", f"engine alone {point}: {label}", "lower"))
     rows = []
     for key, label, better in keys:
         scale = 2**-20 if key == "resources.size_on_disk_bytes" else 1.0
@@ -179,77 +217,24 @@ def _metric_rows(c: Comparison) -> list[dict[str, Any]]:
         if all(v is None for v in values.values()):
             continue
         base = values[c.baseline.label]
-        deltas = {}
-        for lab, v in values.items():
-            if v is None or base is None:
-                deltas[lab] = None
-            else:
-                deltas[lab] = {"abs": v - base, "rel": (v - base) / base if base else None}
-        rows.append({"key": key, "label": label, "better": better, "values": values, "deltas": deltas})
+        deltas = {lab: None if v is None or base is None else {"abs": v - base, "rel": (v - base) / base if base else None}
+                  for lab, v in values.items()}
+        flags = {}
+        if key.count(".") == 3:  # a load-point metric: flag it where its repeats disagree
+            target, point, m = key.split(".", 2)
+            flags = {e.label: cv_flag(p, m) for e in c.entries if (p := e.point(point, target)) is not None}
+        rows.append({"key": key, "label": label, "better": better, "values": values, "deltas": deltas, "flags": flags})
     return rows
 
 
-def _rel(new: float | None, base: float | None) -> float | None:
-    return None if new is None or base is None or base == 0 else (new - base) / base
-
-
-def _evaluate_gates(c: Comparison, g: Gates) -> list[GateResult]:
-    out: list[GateResult] = []
-    if not g.any():
-        return out
-    if c.warnings and not g.allow_mismatch:
-        out.append(GateResult("comparable", "*", False, "; ".join(c.warnings) + " (pass --allow-mismatch to gate anyway)"))
-    base = c.baseline
-    pct = lambda x: "n/a" if x is None else f"{x:+.1%}"  # noqa: E731
-
-    def check(name: str, label: str, value: float | None, limit: float, fmt) -> None:
-        if value is None:
-            out.append(GateResult(name, label, False, "metric missing from a report, cannot verify"))
-        else:
-            out.append(GateResult(name, label, value <= limit, f"{fmt(value)} (limit {fmt(limit)})"))
-
-    served_gates = ("max-f1-drop", "max-em-drop", "max-mrr-drop", "max-p50-regression", "max-p99-regression",
-                    "max-ttft-regression", "min-f1", "max-p50-ms")
-    for e in c.entries:
-        q, bq = e.report.quality, base.report.quality
-        if e is not base and g.max_ppl_increase is not None:
-            check("max-ppl-increase", e.label, _rel(q.val_ppl, bq.val_ppl), g.max_ppl_increase, pct)
-        if e.report.latency.not_served:
-            out.extend(GateResult(name, e.label, True, f"skipped: not served ({e.report.latency.not_served})", True)
-                       for name in served_gates if getattr(g, name.replace("-", "_")) is not None)
-            continue
-        if e is not base:
-            for name, attr, limit in (("max-f1-drop", "qa_f1", g.max_f1_drop), ("max-em-drop", "qa_exact_match", g.max_em_drop),
-                                      ("max-mrr-drop", "mrr", g.max_mrr_drop)):
-                if limit is not None:
-                    new, old = getattr(q, attr), getattr(bq, attr)
-                    check(name, e.label, None if new is None or old is None else old - new, limit, lambda x: f"{x:+.4f}")
-            for name, metric, limit in (("max-p50-regression", "e2e_ms.p50", g.max_p50_regression),
-                                        ("max-p99-regression", "e2e_ms.p99", g.max_p99_regression),
-                                        ("max-ttft-regression", "ttft_ms.p50", g.max_ttft_regression)):
-                if limit is None:
-                    continue
-                for point in c.common_points:
-                    key = f"rag.{point}.{metric}"
-                    check(name, f"{e.label} @ {point}", _rel(_get(e, key), _get(base, key)), limit, pct)
-        if g.max_errors is not None:
-            total = sum(p.errors for p in e.report.latency.points) + e.report.quality.errors
-            check("max-errors", e.label, float(total), float(g.max_errors), lambda x: f"{x:.0f}")
-        if g.min_f1 is not None:
-            check("min-f1", e.label, None if q.qa_f1 is None else -q.qa_f1, -g.min_f1, lambda x: f"{-x:.4f}")
-        if g.max_p50_ms is not None:
-            for point in c.common_points:
-                check("max-p50-ms", f"{e.label} @ {point}", _get(e, f"rag.{point}.e2e_ms.p50"), g.max_p50_ms,
-                      lambda x: f"{x:.1f} ms")
-    return out
-
-
-def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Labels not dominated in (latency: lower better, quality: higher better)."""
+def pareto_front(points: dict[str, tuple[float, float]], lower_x: bool = True) -> list[str]:
+    """Labels not dominated in (x, quality), quality higher-is-better; x lower-is-better (latency) or, with
+    ``lower_x=False``, higher-is-better (capacity)."""
+    sign = 1.0 if lower_x else -1.0
+    pts = {k: (sign * x, q) for k, (x, q) in points.items()}
     front = []
-    for a, (lat_a, q_a) in points.items():
-        dominated = any(lat_b <= lat_a and q_b >= q_a and (lat_b < lat_a or q_b > q_a)
-                        for b, (lat_b, q_b) in points.items() if b != a)
+    for a, (x_a, q_a) in pts.items():
+        dominated = any(x_b <= x_a and q_b >= q_a and (x_b < x_a or q_b > q_a) for b, (x_b, q_b) in pts.items() if b != a)
         if not dominated:
             front.append(a)
     return front
@@ -260,31 +245,55 @@ def quality_score(e: Entry) -> float | None:
     return e.report.quality.qa_f1
 
 
-def _recommend(c: Comparison, g: Gates) -> str:
+def _within_budget(c: Comparison) -> list[Entry]:
+    bq = c.baseline.report.quality
+    out = []
+    for e in c.entries:
+        q = e.report.quality
+        if q.val_ppl is not None and bq.val_ppl and q.val_ppl / bq.val_ppl - 1.0 > c.ppl_budget:
+            continue
+        if q.qa_f1 is not None and bq.qa_f1 is not None and bq.qa_f1 - q.qa_f1 > c.f1_budget:
+            continue
+        out.append(e)
+    return out
+
+
+def _recommend(c: Comparison) -> str:
+    budget = f"perplexity +{c.ppl_budget:.0%}, F1 -{c.f1_budget:.2f}"
+    flag = " (reports not comparable: see warnings)" if c.warnings else ""
+    within = _within_budget(c)
+    loads = comparable_max_loads(c)
+    if loads:
+        ranked = [e for e in within if e.label in loads and loads[e.label].value is not None]
+        ref = next(iter(loads.values()))
+        if not ranked:
+            return (f"No variant within the quality budget ({budget}) meets the SLO ({slo_text(ref.slo)}) at the "
+                    f"lowest load tried; keep the baseline and revisit the SLO.{flag}")
+        best = max(ranked, key=lambda e: (loads[e.label].value, quality_score(e) or 0.0))
+        v, unit = loads[best.label].value, loads[best.label].unit
+        base = loads.get(c.baseline.label)
+        if best is c.baseline:
+            return (f"Recommended: {best.label} (the baseline): max load {v:g} {unit} under the SLO ({slo_text(ref.slo)}); "
+                    f"no variant sustains more within the quality budget ({budget}){flag}.")
+        if base is None:
+            vs = "the baseline has no max-load search"
+        elif base.value is None:
+            vs = "the baseline misses the SLO at the lowest load tried"
+        else:
+            vs = f"{v / base.value:.1f}x the baseline's {base.value:g}"
+        f1, bf1 = quality_score(best), quality_score(c.baseline)
+        df1 = f", F1 {f1 - bf1:+.3f}" if f1 is not None and bf1 is not None else ""
+        return f"Recommended: {best.label}: max load {v:g} {unit} under the SLO ({slo_text(ref.slo)}), {vs}{df1}{flag}."
     if c.headline_point is None:
         return "No shared load point: cannot rank the variants by latency."
     key = f"rag.{c.headline_point}.e2e_ms.p50"
-    ppl_budget = g.max_ppl_increase if g.max_ppl_increase is not None else DEFAULT_PPL_BUDGET
-    f1_budget = g.max_f1_drop if g.max_f1_drop is not None else DEFAULT_F1_BUDGET
-    bq = c.baseline.report.quality
-    within = []
-    for e in c.entries:
-        q = e.report.quality
-        inc = _rel(q.val_ppl, bq.val_ppl)
-        if inc is not None and inc > ppl_budget:
-            continue
-        if q.qa_f1 is not None and bq.qa_f1 is not None and bq.qa_f1 - q.qa_f1 > f1_budget:
-            continue
-        if _get(e, key) is not None:
-            within.append(e)
-    if not within:
+    ranked = [e for e in within if _get(e, key) is not None]
+    if not ranked:
         return "No variant stays within the quality budget; keep the baseline."
-    best = min(within, key=lambda e: _get(e, key))
+    best = min(ranked, key=lambda e: _get(e, key))
     speedup = _get(c.baseline, key) / _get(best, key) if _get(best, key) else float("nan")
-    flag = " (reports not comparable: see warnings)" if c.warnings else ""
-    return (f"Recommended: {best.label} — fastest within the quality budget (perplexity +{ppl_budget:.0%}, "
-            f"F1 -{f1_budget:.2f}): p50 end-to-end {_get(best, key):.0f} ms at {c.headline_point}, "
-            f"{speedup:.2f}x vs baseline {c.baseline.label}{flag}.")
+    return (f"Recommended: {best.label} — fastest within the quality budget ({budget}): p50 end-to-end "
+            f"{_get(best, key):.0f} ms at {c.headline_point}, {speedup:.2f}x vs baseline {c.baseline.label}{flag}.")
 
 
 def compare(paths: list[str | Path], baseline: str | Path | None = None, gates: Gates | None = None) -> Comparison:
@@ -306,10 +315,13 @@ def compare(paths: list[str | Path], baseline: str | Path | None = None, gates: 
     closed = [p for p in base.report.latency.points if p.name in common and p.mode == "concurrency"]
     headline = max(closed, key=lambda p: p.concurrency or 0).name if closed else (common[0] if common else None)
     c = Comparison(entries, base, _mismatches(entries, base), common, headline)
+    c.ppl_budget = gates.max_ppl_increase if gates.max_ppl_increase is not None else DEFAULT_PPL_BUDGET
+    c.f1_budget = gates.max_f1_drop if gates.max_f1_drop is not None else DEFAULT_F1_BUDGET
     c.rows = _metric_rows(c)
-    c.gates = _evaluate_gates(c, gates)
-    if headline:
-        pts = {e.label: (_get(e, f"rag.{headline}.e2e_ms.p50"), quality_score(e)) for e in entries}
-        c.pareto = pareto_front({k: v for k, v in pts.items() if v[0] is not None and v[1] is not None})
-    c.recommendation = _recommend(c, gates)
+    c.gates = evaluate(c, gates)
+    c.notes = trust_notes(c)
+    _, xs = capacity(c)
+    pts = {k: (x, q) for k, (x, _, _) in xs.items() if (q := quality_score(next(e for e in entries if e.label == k))) is not None}
+    c.pareto = pareto_front(pts, lower_x=False)
+    c.recommendation = _recommend(c)
     return c

@@ -1,7 +1,9 @@
 """``toolkit compare R1.json R2.json ... --output DIR``: compare.md + compare.html side by side, with gates.
 
-Exit codes: 0 all gates passed (or none given), 1 a gate failed (each failure named on stderr), 2 bad input
-(missing, corrupt or mismatched report files).
+Each gate ends PASS, FAIL (worse than its limit beyond noise), INCONCLUSIVE (the noise is too large to tell)
+or SKIP (:mod:`toolkit.evaluation.gates`). Exit codes: 0 no gate failed (or none given; inconclusive gates
+print a warning), 1 a gate failed (each failure named on stderr) or, with ``--strict``, a gate was
+inconclusive; 2 bad input (missing, corrupt or mismatched report files).
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, help=text)
     parser.add_argument("--allow-mismatch", action="store_true",
                         help="evaluate gates even if reports come from different hardware or suites")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when a gate is INCONCLUSIVE (noise too large to tell), not only on FAIL")
 
 
 def gates_from_args(args: argparse.Namespace):
     from toolkit.config import parse_fraction
     from toolkit.errors import ToolkitError
-    from toolkit.evaluation.compare import Gates
+    from toolkit.evaluation.gates import Gates
 
     values = {}
     for flag, field, kind, _ in GATE_FLAGS:
@@ -78,11 +82,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(c.recommendation)
     print(f"wrote {out / 'compare.md'} and {out / 'compare.html'}")
+    for note in c.notes:
+        print(f"note: {note}", file=sys.stderr)
     for g in c.gates:
-        print(f"{'SKIP' if g.skipped else 'PASS' if g.ok else 'FAIL'} gate {g.gate} [{g.label}]: {g.detail}",
-              file=sys.stdout if g.ok else sys.stderr)
+        print(f"{g.outcome} gate {g.gate} [{g.label}]: {g.detail}",
+              file=sys.stdout if g.outcome in ("PASS", "SKIP") else sys.stderr)
+    if c.inconclusive:
+        names = ", ".join(sorted({g.gate for g in c.inconclusive}))
+        print(f"warning: {len(c.inconclusive)} gate(s) inconclusive ({names}): the noise is too large to tell; "
+              "more repeats (eval --repeats) or requests narrow the intervals"
+              + ("" if args.strict else "; --strict makes this fail"), file=sys.stderr)
     if c.failed:
         names = sorted({g.gate for g in c.failed})
         print(f"gate failed: {', '.join(names)}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if args.strict and c.inconclusive else 0

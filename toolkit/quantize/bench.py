@@ -6,15 +6,16 @@ and decode tokens/s is measured at batch 1 and 8 (``toolkit.engine.offline`` ``t
 recipe: validation perplexity, the share of round-to-nearest's perplexity loss it recovers
 ((ppl_rtn − ppl_x) / (ppl_rtn − ppl_source); RTN = ``rtn-w4a16``), quantization time, size on disk, and tok/s
 against the unquantized model. A checkpoint vLLM cannot run on this machine is reported with the reason,
-never with a number. Prints a rich table; saves JSON under ``artifacts/reports/``.
+never with a number. Prints a rich table and writes the figures in the common results schema
+(:class:`toolkit.results.BenchRun`: ``perplexity``, ``rtn_loss_recovered``, ``quantize_time_s``,
+``size_on_disk`` per ``variant``; ``offline_decode_tok_s`` per ``variant`` and ``batch_size`` with the interval
+over ``--repeats`` runs) to ``artifacts/reports/bench-quantize.json`` (``--output``).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 from toolkit.engine.kernels import w4a16_kernel_available
 from toolkit.errors import ToolkitError
 from toolkit.paths import ARTIFACTS, RECIPES_DIR, REFERENCE_MODEL, REPORTS_DIR
+from toolkit.results import BenchRun
+from toolkit.stats import UNSTABLE_CV, interval
 
 BASELINE = "rtn-w4a16"
 FOUR_BIT = {"W4A16", "W4A16_ASYM"}
@@ -43,17 +46,45 @@ def vs_source(row: dict[str, Any], source: dict[str, Any]) -> dict[str, float | 
 
 
 def _throughput(model: Path, args) -> dict[str, Any]:
+    """Decode tok/s at batch 1 and 8: ``b1``/``b8`` are the means of the ``runs`` (one per repeat)."""
     from toolkit.engine.client import engine_args, run_offline
 
     r = run_offline("throughput", engine_args(model, max_model_len=args.max_model_len), timeout_s=1800,
                     batch_sizes=[1, 8], new_tokens=args.new_tokens, prompt_tokens=32, repeats=args.repeats,
                     prefill_tokens=0)
-    return {"b1": r["decode"]["1"]["median"], "b8": r["decode"]["8"]["median"], "engine_load_s": r["engine_load_s"]}
+    runs = {b: r["decode"][b]["runs"] for b in ("1", "8")}
+    return {"b1": interval(runs["1"])["mean"], "b8": interval(runs["8"])["mean"], "runs": runs,
+            "engine_load_s": r["engine_load_s"]}
+
+
+def record(run: BenchRun, report: dict[str, Any]) -> dict[str, Any]:
+    """Add the benchmark's figures to ``run`` as named metrics; return the detail that is not a figure (scheme,
+    checkpoint directory, source hash, why vLLM could not run a variant) for the file's ``extra``."""
+    src = report["source"]
+    variants = {"source": src, **report["rows"]}
+    detail: dict[str, Any] = {"model": report["model"], "overrides": report.get("overrides", {}), "variants": {}}
+    for name, r in variants.items():
+        lab = {"variant": name}
+        run.add("perplexity", "ppl", value=r["ppl"], labels=lab, definition="validation perplexity, same windows")
+        run.add("size_on_disk", "bytes", value=r["size_bytes"], labels=lab)
+        if name != "source":
+            run.add("rtn_loss_recovered", "share", value=r["rtn_loss_recovered"], labels=lab,
+                    definition="(ppl_rtn - ppl_x) / (ppl_rtn - ppl_source); None when RTN lost nothing")
+            run.add("quantize_time_s", "s", value=r["quantize_s"], labels=lab)
+        v = r.get("vllm", {})
+        for b, runs in v.get("runs", {}).items():
+            run.add("offline_decode_tok_s", "tok/s", repeats=runs, labels={**lab, "batch_size": int(b)},
+                    definition="new tokens / wall s of one vLLM generate call of batch_size prompts (32 tokens)")
+        if "engine_load_s" in v:
+            run.add("engine_load_s", "s", value=v["engine_load_s"], labels=lab)
+        keep = ("scheme", "algorithm", "dir", "model_sha256", "dtype")
+        detail["variants"][name] = {k: r[k] for k in keep if k in r} | (
+            {"vllm_error": v["error"]} if "error" in v else {})
+    return detail
 
 
 def run_bench(args) -> dict[str, Any]:
     from toolkit.config import load_recipe
-    from toolkit.hardware import hardware_report
     from toolkit.manifest import size_on_disk
     from toolkit.quantize.cli import overrides_from_args
     from toolkit.quantize.recipe import QuantizeRecipe
@@ -67,8 +98,7 @@ def run_bench(args) -> dict[str, Any]:
     if BASELINE not in names:
         raise ToolkitError(f"{args.recipes}: the baseline recipe {BASELINE}.yaml is required")
     out_root = Path(args.out_dir)
-    report: dict[str, Any] = {"model": str(model.resolve()), "date_utc": dt.datetime.now(dt.UTC).isoformat(),
-                              "load_avg_start": os.getloadavg(), "hardware": hardware_report(), "rows": {}}
+    report: dict[str, Any] = {"model": str(model.resolve()), "rows": {}}
     overrides = overrides_from_args(args)
     report["overrides"] = {**overrides, **({"awq.n_grid": args.awq_grid} if args.awq_grid else {})}
     for path in paths:
@@ -103,18 +133,19 @@ def run_bench(args) -> dict[str, Any]:
                 row["vllm"] = _throughput(Path(row["dir"]), args)
             except ToolkitError as exc:
                 row["vllm"] = {"error": str(exc)}
-    report["load_avg_end"] = os.getloadavg()
     return report
 
 
-def render(report: dict[str, Any]) -> None:
+def render(report: dict[str, Any], env: dict[str, Any]) -> None:
+    """Print the table; ``env`` is the results file's ``environment`` (start time, load average, hardware).
+    tok/s are means over the repeats, marked * when their CV exceeds ``UNSTABLE_CV``."""
     from rich.console import Console
     from rich.table import Table
 
     src = report["source"]
     base = src.get("vllm", {})
-    table = Table(title=f"Quantization benchmark — {Path(report['model']).name}, {report['date_utc'][:16]} UTC, "
-                  f"load avg {report['load_avg_start'][0]:.1f}→{report['load_avg_end'][0]:.1f}")
+    table = Table(title=f"Quantization benchmark — {Path(report['model']).name}, {env['started_utc'][:16]} UTC, "
+                  f"load avg {env['load_avg_start'][0]:.1f}→{env['load_avg_end'][0]:.1f}")
     for col in ("recipe", "scheme", "val ppl", "RTN loss recovered", "quant time s", "size MB",
                 "decode tok/s b1", "decode tok/s b8"):
         table.add_column(col, justify="left" if col in ("recipe", "scheme") else "right")
@@ -124,7 +155,9 @@ def render(report: dict[str, Any]) -> None:
             return "n/a"
         if key not in v:
             return "—"
-        return f"{v[key]:.1f}" + ("" if rel is None else f" ({rel:.2f}×)")
+        cv = interval(v["runs"][key[1:]])["cv"] if "runs" in v else None
+        star = "*" if cv is not None and cv > UNSTABLE_CV else ""
+        return f"{v[key]:.1f}{star}" + ("" if rel is None else f" ({rel:.2f}×)")
 
     table.add_row("source (unquantized)", src["dtype"], f"{src['ppl']:.3f}", "—", "—",
                   f"{src['size_bytes'] / 1e6:.1f}", tok(base, "b1"), tok(base, "b8"))
@@ -139,8 +172,9 @@ def render(report: dict[str, Any]) -> None:
     for name, r in report["rows"].items():
         if "error" in r.get("vllm", {}):
             console.print(f"  {name}: vLLM n/a — {r['vllm']['error']}")
-    cpu = report["hardware"].get("cpu", {})
-    console.print(f"  machine: {cpu.get('model', cpu)}; other jobs were sharing the CPU (see load average).")
+    cpu = env["hardware"].get("cpu", {})
+    console.print(f"  machine: {cpu.get('model', cpu)}; tok/s: mean of the repeats (* CV > {UNSTABLE_CV:.0%}); "
+                  "other jobs may share the CPU (see load average).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=str(REFERENCE_MODEL))
     p.add_argument("--recipes", default=str(RECIPES_DIR / "quantize"))
     p.add_argument("--out-dir", default=str(ARTIFACTS / "models" / "bench-quantize"))
-    p.add_argument("--report", default=str(REPORTS_DIR / "bench-quantize.json"))
+    p.add_argument("--output", "--report", dest="output", default=str(REPORTS_DIR / "bench-quantize.json"),
+                   help="results file (common schema, toolkit.results)")
     p.add_argument("--eval-data", help="held-out text (default: the reference validation split)")
     p.add_argument("--calibration-data", help="override calibration.dataset of every recipe")
     p.add_argument("--num-samples", type=int, help="override calibration.num_samples of every recipe")
@@ -161,16 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-model-len", type=int, default=512)
     p.add_argument("--skip-vllm", action="store_true", help="quality, time and size only")
     args = p.parse_args(argv)
+    config = {k: v for k, v in vars(args).items() if k != "output"}
+    run = BenchRun("bench-quantize", config=config)  # hardware and load average at start, before any work
     try:
         report = run_bench(args)
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.report)
-    from toolkit.manifest import atomic_write_text
-
-    atomic_write_text(out, json.dumps(report, indent=2, default=str) + "\n")
-    render(report)
+    out = run.write(args.output, extra=record(run, report))
+    render(report, json.loads(out.read_text())["environment"])
     print(f"saved {out}")
     return 0
 

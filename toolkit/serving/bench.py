@@ -13,6 +13,11 @@
 
 The 10k-chunk corpus is synthetic: documents of sentences sampled (seeded) from Python standard-library
 docstrings, chunked at ``--chunk-words`` words, because the reference corpus is smaller than 10k chunks.
+
+Besides the printed lines, every figure goes to ``artifacts/reports/bench-serve.json`` (``--output``) in the
+common results schema (:class:`toolkit.results.BenchRun`): timings with their per-sample percentiles
+(``samples``; the metric's ``value`` is the p50 printed), labelled by ``chunks``, ``index_type`` and ``vectors``;
+the endpoint's figures are ``online_*`` at ``concurrency`` 1 (sequential requests).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import os
 import random
 import re
@@ -30,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.paths import REPORTS_DIR
+from toolkit.results import BenchRun
 from toolkit.stats import median as p50  # every figure here is a median (p50) of repeated timings
 
 # OpenMP threads that busy-wait are ruinous on a shared machine: an IVF-PQ training measured 127-221 s with the
@@ -80,7 +88,12 @@ def endpoint_overhead_ms(timings: Mapping[str, float]) -> float:
     return timings["total"] - timings["llm_total"]
 
 
-def bench_cold_start(args, embedder, queries: list[str]) -> Path:
+def _timings(run: BenchRun, name: str, samples: list[float], labels: dict, definition: str = "") -> None:
+    """A timing metric: per-sample percentiles, its value the p50 that is printed."""
+    run.add(name, "ms", value=p50(samples), samples=samples, labels=labels, definition=definition)
+
+
+def bench_cold_start(args, embedder, queries: list[str], run: BenchRun) -> Path:
     from toolkit.retrieval.config import IndexConfig
     from toolkit.retrieval.index import build_index, load_index
 
@@ -104,6 +117,13 @@ def bench_cold_start(args, embedder, queries: list[str]) -> Path:
     print(f"    ratio rebuild/load:                {ratio:8.0f}x   (target >= 20x)")
     print(f"    embedding model load (paid by both, not in either): {args.embedder_load_s:.2f} s -> "
           f"ratio with it on both sides {ratio_with_model:.1f}x")
+    lab = {"chunks": r["count"], "index_type": "flat", "dim": r["dimension"]}
+    run.add("index_rebuild_s", "s", value=rebuild, labels=lab, definition="chunk + embed + index + write")
+    _timings(run, "index_load_ms", [x * 1000 for x in loads], lab, "load the persisted index")
+    run.add("embedder_load_s", "s", value=args.embedder_load_s, definition="paid by both paths, in neither")
+    run.add("cold_start_ratio", "ratio", value=ratio, labels=lab, definition="rebuild s / p50 load s")
+    run.add("cold_start_ratio_with_model", "ratio", value=ratio_with_model, labels=lab,
+            definition="(rebuild + embedder load) / (p50 load + embedder load)")
     index = load_index(out, embedder=embedder)
     embed_ms, search_ms, total_ms, cpu_ms = [], [], [], []
     index.search(queries[0], 10)  # warm-up
@@ -119,10 +139,15 @@ def bench_cold_start(args, embedder, queries: list[str]) -> Path:
     print(f"    embed p50 {p50(embed_ms):6.2f} ms   search p50 {p50(search_ms):6.3f} ms   "
           f"embed+search p50 {p50(total_ms):6.2f} ms wall, {p50(cpu_ms):6.2f} ms CPU   (target <= 10 ms)")
     index.close()
+    lab = {**lab, "top_k": 5, "threads": 1}
+    _timings(run, "retrieval_embed_ms", embed_ms, lab, "query embedding, one query")
+    _timings(run, "retrieval_search_ms", search_ms, lab, "vector search, one query")
+    _timings(run, "retrieval_ms", total_ms, lab, "embed + search, wall time")
+    _timings(run, "retrieval_cpu_ms", cpu_ms, lab, "embed + search, this thread's CPU time")
     return out
 
 
-def bench_index_types(args) -> None:
+def bench_index_types(args, run: BenchRun) -> None:
     import faiss
 
     from toolkit.retrieval.config import FaissParams
@@ -144,6 +169,7 @@ def bench_index_types(args) -> None:
         flat10k.search(q[i:i + 1], 10)
         lat10k.append((time.perf_counter() - t) * 1000)
     print(f"    (flat search p50 at 10k vectors: {p50(lat10k):.3f} ms: the search part of the retrieval stage at 10k)")
+    _timings(run, "search_ms", lat10k, {"index_type": "flat", "vectors": 10_000, "dim": d}, "one query, top 10")
     truth = None
     for kind in ("flat", "ivf", "ivfpq", "hnsw"):
         eff = effective_params(FaissParams(index_type=kind, nlist=args.nlist), n, d)
@@ -158,13 +184,19 @@ def bench_index_types(args) -> None:
             t = time.perf_counter()
             index.search(q[i:i + 1], 10)
             lat.append((time.perf_counter() - t) * 1000)
-        mem = faiss.serialize_index(index).nbytes / 2**20
+        size = faiss.serialize_index(index).nbytes
+        mem = size / 2**20
         knobs = ", ".join(f"{k}={v}" for k, v in eff.items() if k != "index_type")
         print(f"    {kind:6s} recall@10 {recall:5.3f}   p50 {p50(lat):7.3f} ms   build {build_s:6.1f} s   "
               f"size {mem:6.1f} MiB   {knobs}")
+        lab = {"index_type": kind, "vectors": n, "dim": d, **{k: v for k, v in eff.items() if k != "index_type"}}
+        run.add("recall_at_10", "share", value=recall, labels=lab, definition="|found ∩ exact (flat)| / 10, mean")
+        _timings(run, "search_ms", lat, lab, "one query, top 10")
+        run.add("index_build_s", "s", value=build_s, labels=lab)
+        run.add("index_size", "bytes", value=size, labels=lab)
 
 
-def bench_endpoint(args, index_dir: Path, queries: list[str]) -> None:
+def bench_endpoint(args, index_dir: Path, queries: list[str], run: BenchRun) -> None:
     import httpx
 
     from toolkit.paths import REFERENCE_MODEL
@@ -187,6 +219,10 @@ def bench_endpoint(args, index_dir: Path, queries: list[str]) -> None:
         print(f"    engine start-up {s.engine_startup_s:.1f} s")
         print(f"    overhead p50 (server total - llm_total): {p50(over):6.2f} ms   (target <= 15 ms)")
         print(f"    overhead p50 seen by the client (incl. HTTP + JSON): {p50(client_over):6.2f} ms")
+        lab = {"concurrency": 1, "max_tokens": 8, "model": str(model)}
+        run.add("engine_startup_s", "s", value=s.engine_startup_s, labels={"model": str(model)})
+        _timings(run, "online_endpoint_overhead_ms", over, lab, "server total - llm_total (endpoint's timings)")
+        _timings(run, "online_client_overhead_ms", client_over, lab, "client wall - llm_total (incl. HTTP + JSON)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,13 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine-url", help="reuse a running engine for [4]")
     ap.add_argument("--skip", nargs="*", default=[], choices=("cold", "types", "endpoint"))
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--output", "--report", dest="output", default=str(REPORTS_DIR / "bench-serve.json"),
+                    help="results file (common schema, toolkit.results)")
     args = ap.parse_args(argv)
+    run = BenchRun("bench-serve", config={k: v for k, v in vars(args).items() if k not in ("output", "workdir")})
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="toolkit-bench-serve-")
-    from toolkit.hardware import hardware_report
-
-    hw = hardware_report()
+    hw = run.env["hardware"]
     print(f"machine: {hw.get('cpu', {}).get('model')} ({hw.get('cpu', {}).get('cores')} cores), "
-          f"load average {os.getloadavg()[0]:.1f} at start, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+          f"load average {run.env['load_avg_start'][0]:.1f} at start, {run.env['started_utc']}")
     rng = random.Random(1)
     queries = [" ".join(s.split()[:12]) for s in rng.sample(stdlib_sentences(), args.queries)]
     index_dir = None
@@ -218,12 +255,15 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         embedder = Embedder(default_embedding_model(), threads=1)
         args.embedder_load_s = time.perf_counter() - t
-        index_dir = bench_cold_start(args, embedder, queries)
+        index_dir = bench_cold_start(args, embedder, queries, run)
     if "types" not in args.skip:
-        bench_index_types(args)
+        bench_index_types(args, run)
     if "endpoint" not in args.skip:
-        bench_endpoint(args, index_dir, queries[:30])
-    print(f"\nload average {os.getloadavg()[0]:.1f} at end (other jobs share these cores: wall times are inflated)")
+        bench_endpoint(args, index_dir, queries[:30], run)
+    out = run.write(args.output)
+    load_end = json.loads(out.read_text())["environment"]["load_avg_end"][0]
+    print(f"\nload average {load_end:.1f} at end (other jobs share these cores: wall times are inflated)")
+    print(f"results: {out}")
     return 0
 
 
