@@ -1,6 +1,6 @@
 # The user's front door. Every target runs inside the project's own environments (created by `make setup`).
 # Variables: MODEL, RECIPE, TEACHER, STUDENT, INDEX, DOCS, PROFILE, SUITE, REPORTS, OUTPUT, BUDGET, DEVICE,
-# DEMO, BENCH_ARGS (extra flags for a bench-* target). Run `make help` for the list.
+# DEMO, SLO, REPEATS, A, B, BENCH_ARGS (extra flags for a bench-* target). Run `make help` for the list.
 
 SHELL := /bin/bash
 DEVICE ?= auto
@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 opt = $(if $(2),$(1) $(2))
 
 .PHONY: help setup test reference quantize distill precision index serve eval compare demo env \
-        bench-quantize bench-distill bench-serve bench-eval clean
+        bench-quantize bench-distill bench-serve bench-eval bench-ab bench-crosscheck gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,8 +46,8 @@ index: setup  ## make index [DOCS=docs.jsonl] [OUTPUT=dir] [INDEX_TYPE=flat|ivf|
 serve: setup  ## make serve MODEL=<dir> INDEX=<dir> [PROFILE=serve/<p>.yaml]
 	$(TOOLKIT) serve $(if $(and $(PROFILE),$(filter file,$(origin MODEL))),,--model $(MODEL)) $(call opt,--index,$(INDEX)) $(call opt,--profile,$(PROFILE))
 
-eval: setup  ## make eval MODEL=<dir> [INDEX=<dir>] [SUITE=eval/suites/<s>.yaml] [PROFILE=serve/<p>.yaml] [OUTPUT=report.json]
-	$(TOOLKIT) eval --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--suite,$(SUITE)) $(call opt,--profile,$(PROFILE)) $(call opt,--output,$(OUTPUT))
+eval: setup  ## make eval MODEL=<dir> [INDEX=<dir>] [SUITE=..] [PROFILE=..] [OUTPUT=..] [SLO="e2e:5000,ttft:3000"] [REPEATS=n] [MAX_LOAD=1]
+	$(TOOLKIT) eval --model $(MODEL) $(call opt,--index,$(INDEX)) $(call opt,--suite,$(SUITE)) $(call opt,--profile,$(PROFILE)) $(call opt,--output,$(OUTPUT)) $(call opt,--slo,$(SLO)) $(call opt,--repeats,$(REPEATS)) $(if $(MAX_LOAD),--find-max-load)
 
 compare: setup  ## make compare REPORTS="a.json b.json" [BASELINE=a.json] [GATES="--max-f1-drop 0.02 --max-p50-regression 10%"] [OUTPUT=dir]
 	$(TOOLKIT) compare $(REPORTS) $(call opt,--output,$(OUTPUT)) $(call opt,--baseline,$(BASELINE)) $(GATES)
@@ -64,8 +64,17 @@ bench-distill: setup  ## distillation benchmark: teacher vs KD students vs CE-on
 bench-serve: setup  ## retrieval/endpoint benchmarks: cold start, stage latency, index types
 	$(PY) -m toolkit.serving.bench $(call opt,--model,$(MODEL)) $(BENCH_ARGS)
 
-bench-eval: setup  ## vLLM vs transformers generate throughput, concurrency 1 and 8
+bench-eval: setup  ## vLLM vs transformers generate throughput, batch sizes 1 and 8
 	$(PY) -m toolkit.evaluation.bench $(call opt,--model,$(MODEL)) $(BENCH_ARGS)
+
+bench-ab: setup  ## interleaved A/B ratio: make bench-ab A=<baseline dir> B=<variant dir> [INDEX=<dir>] [SUITE=..]
+	$(PY) -m toolkit.evaluation.ab --model $(or $(A),$(MODEL)) --model $(B) $(call opt,--index,$(INDEX)) $(call opt,--suite,$(SUITE)) $(BENCH_ARGS)
+
+bench-crosscheck: setup  ## the endpoint measured by the toolkit's load generator and vLLM's bench client, interleaved
+	$(PY) -m toolkit.evaluation.crosscheck $(call opt,--model,$(MODEL)) $(call opt,--index,$(INDEX)) $(BENCH_ARGS)
+
+gpu-check:  ## CUDA evidence (matmul TF32/BF16/FP16/FP8, SDPA, exact search, GPTQ); says so and exits 0 without CUDA
+	$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.py $(BENCH_ARGS)
 
 clean:  ## remove generated artifacts (keeps the environments)
 	rm -rf artifacts eval/reports

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from toolkit.stats import bootstrap_mean_ci
 from toolkit.evaluation.report import LoadPoint, MaxLoad
 from toolkit.evaluation.slo import thresholds
-from toolkit.stats import UNSTABLE_CV
+from toolkit.stats import UNSTABLE_CV, bootstrap_mean_ci
 
 if TYPE_CHECKING:
     from toolkit.evaluation.compare import Comparison, Entry
