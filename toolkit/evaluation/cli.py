@@ -3,8 +3,10 @@
 Order of work, chosen so that measurements do not disturb each other: (1) validation perplexity in this
 process with transformers, model freed afterwards; (2) start vLLM + the RAG endpoint (unless ``--url``);
 (3) answer quality and retrieval on the QA set; (4) latency load points against the endpoint, then the same
-points against the bare engine; (5) write the report and its raw-records sidecar atomically. With
-``--no-serve`` (a checkpoint vLLM cannot serve on this machine) only (1) runs: a quality-only report.
+points against the bare engine, each run ``--repeats`` times and judged against the SLO when there is one
+(``toolkit.evaluation.repeats``), then the ``--find-max-load`` search (``toolkit.evaluation.maxload``); (5) write
+the report and its raw-records sidecar atomically. With ``--no-serve`` (a checkpoint vLLM cannot serve on this
+machine) only (1) runs: a quality-only report.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-serve", nargs="?", const=True, default=False, metavar="REASON",
                         help="quality-only report: perplexity, no engine (for a checkpoint vLLM cannot serve here); "
                         "an optional REASON is written into the report")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help="runs of each load point, each with its own warm-up (default: the suite's load.repeats)")
+    parser.add_argument("--slo", metavar="SPEC", help="latency objectives, e.g. ttft:500,tpot:50,e2e:2000 or "
+                        "e2e_p99:3000 (default: the suite's slo section); adds goodput and SLO attainment per point")
+    parser.add_argument("--find-max-load", action="store_true",
+                        help="also search the highest load meeting the SLO (the suite's load.max_load settings)")
 
 
 def _git_commit() -> str | None:
@@ -158,6 +166,7 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
     console = Console(stderr=True)
     t_start, load_start = time.perf_counter(), list(os.getloadavg())
     suite = load_suite(args.suite)
+    settings = load_settings(args, suite)
     model = resolve_model(args.model)
     rows = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, suite.qa.limit)
     hw = hardware_report()
@@ -175,7 +184,8 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
 
     console.print(f"[yellow]not served[/]: {not_served}" if not_served else
                   "[bold]starting[/] vLLM + RAG endpoint" if not args.url else f"[bold]using[/] endpoint {args.url}")
-    served = _NOT_SERVED if not_served else _serve_and_measure(args, suite, model, stack, rows, hw, console)
+    served = (_NOT_SERVED if not_served else
+              _serve_and_measure(args, suite, settings, model, stack, rows, hw, console))
     quality.update(served["quality"])
     points, engine_points, records = served["points"], served["engine_points"], served["records"]
     startup_s, note = served["startup_s"], served["note"]
@@ -184,7 +194,9 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
         model=ModelInfo(path=str(Path(model).resolve()) if Path(model).exists() else model, name=Path(model).name,
                         manifest=read_manifest(model) if Path(model).is_dir() else None),
         quality=Quality(**quality),
-        latency=Latency(points=points, engine_alone=engine_points, not_served=not_served),
+        latency=Latency(points=points, engine_alone=engine_points, not_served=not_served,
+                        slo=None if not_served else settings["slo"],
+                        max_load=served["max_load"]),
         resources=Resources(size_on_disk_bytes=size_on_disk(model) if Path(model).exists() else None,
                             engine_startup_s=startup_s, engine_peak_rss_mb=served["peak_rss_mb"],
                             gpu_memory_mb=served["peak_gpu_mb"],
@@ -198,6 +210,31 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
                                 load_avg_end=list(os.getloadavg())),
     )
     return report, records
+
+
+def load_settings(args: argparse.Namespace, suite) -> dict[str, Any]:
+    """``{"repeats", "slo", "find_max_load"}``: the flags over the suite's settings, checked before any slow work.
+    ``slo`` is the dict the points are judged against (``{metric: ms, "percentile": P}``) or None."""
+    from toolkit.evaluation.maxload import bounds
+    from toolkit.evaluation.slo import parse_slo, thresholds
+    from toolkit.evaluation.suite import MaxLoadSection
+
+    repeats = getattr(args, "repeats", None)
+    if repeats is not None and repeats < 1:
+        raise ToolkitError(f"--repeats: {repeats} is not a positive number of runs")
+    if getattr(args, "slo", None):
+        slo = parse_slo(args.slo)
+    else:
+        slo = {**thresholds(suite.slo), "percentile": suite.slo.percentile} if suite.slo is not None else None
+    find = bool(getattr(args, "find_max_load", False))
+    if find:
+        if slo is None:
+            raise ToolkitError(f"--find-max-load: no SLO to meet (add an slo: section to {args.suite} or pass --slo)")
+        if getattr(args, "no_serve", False):
+            raise ToolkitError("--find-max-load: cannot be combined with --no-serve (nothing is served)")
+        ml = suite.load.max_load or MaxLoadSection()
+        bounds(ml.start, ml.limit, ml.resolution, ml.mode == "concurrency")
+    return {"repeats": repeats or suite.load.repeats, "slo": slo, "find_max_load": find}
 
 
 def _not_served_reason(args: argparse.Namespace, model: str, stack) -> str | None:
@@ -220,19 +257,22 @@ def _not_served_reason(args: argparse.Namespace, model: str, stack) -> str | Non
 
 
 _NOT_SERVED: dict[str, Any] = {"quality": {}, "points": [], "engine_points": [], "records": [], "startup_s": None,
-                               "peak_rss_mb": None, "peak_gpu_mb": None, "note": None}
+                               "peak_rss_mb": None, "peak_gpu_mb": None, "note": None, "max_load": None}
 
 
-def _serve_and_measure(args: argparse.Namespace, suite, model: str, stack, rows: list[dict[str, str]], hw,
-                       console) -> dict[str, Any]:
-    """Answer quality and retrieval through the endpoint, then the latency points (endpoint, bare engine)."""
+def _serve_and_measure(args: argparse.Namespace, suite, settings: dict[str, Any], model: str, stack,
+                       rows: list[dict[str, str]], hw, console) -> dict[str, Any]:
+    """Answer quality and retrieval through the endpoint, then the latency points (endpoint, bare engine), then
+    the max-load search (endpoint only)."""
     from toolkit.evaluation import loadgen
+    from toolkit.evaluation.maxload import find_max_load
     from toolkit.evaluation.quality import rag_quality
+    from toolkit.evaluation.repeats import measure_point
     from toolkit.evaluation.report import LoadPoint
     from toolkit.evaluation.resources import PeakSampler
 
     records: list[dict[str, Any]] = []
-    points, engine_points, note = [], [], None
+    points, engine_points, note, max_load = [], [], None, None
     with _stack(args, suite, model, stack) as (url, engine_url, served, startup_s, pid):
         with PeakSampler(pid, cuda=hw["device"] == "cuda") as sampler:
             gen = suite.generation
@@ -253,15 +293,16 @@ def _serve_and_measure(args: argparse.Namespace, suite, model: str, stack, rows:
                     note = "engine-alone points skipped: no engine URL (pass --engine-url with --url)"
             for target in targets:
                 for plan in loadgen.plans_for(suite.load):
-                    console.print(f"[bold]load[/] {target.kind} {plan.name}: {plan.requests} requests")
-                    summary, recs = loadgen.run_point_sync(target, reqs, plan, suite.load.timeout_s)
+                    summary, recs = measure_point(target, reqs, plan, suite.load.timeout_s, settings["repeats"],
+                                                  settings["slo"], console)
                     (points if target.kind == "rag" else engine_points).append(LoadPoint(**summary))
                     records += [{"phase": "load", **r} for r in recs]
-                    if summary["errors"]:
-                        console.print(f"[yellow]{summary['errors']} errors[/]: {summary['error_examples']}")
+            if settings["find_max_load"]:
+                max_load, recs = find_max_load(targets[0], reqs, suite.load, settings["slo"], console)
+                records += recs
     return {"quality": qmetrics, "points": points, "engine_points": engine_points, "records": records,
             "startup_s": startup_s, "peak_rss_mb": sampler.peak_rss_mb, "peak_gpu_mb": sampler.peak_gpu_mb,
-            "note": note}
+            "note": note, "max_load": max_load}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -293,14 +334,34 @@ def print_summary(report, path: Path) -> None:
     for mode, b in q.baselines.items():
         console.print(f"baseline {mode}: EM {f(b['qa_exact_match'], 3)}  F1 {f(b['qa_f1'], 3)}  "
                       f"({b['questions']} questions, {b['errors']} errors)")
-    table = Table(title="latency (ms) per load point")
-    for col in ("target", "point", "TTFT p50", "TPOT p50", "e2e p50", "e2e p90", "e2e p99", "req/s", "out tok/s",
-                "errors"):
+    lat = report.latency
+    all_points = lat.points + lat.engine_alone
+    most = max((p.repeats for p in all_points), default=1)
+    pooled = f", pooled over {most} repeats" if most > 1 else ""
+    table = Table(title=f"latency (ms) per load point{pooled}")
+    cols = ["target", "point", "TTFT p50", "TPOT p50", "e2e p50", "e2e p90", "e2e p99", "req/s", "out tok/s", "errors"]
+    for col in cols + (["goodput req/s", "SLO (good)"] if lat.slo else []):
         table.add_column(col, justify="right")
-    for p in report.latency.points + report.latency.engine_alone:
+    for p in all_points:
+        slo = [] if not lat.slo else ["–", "–"] if p.slo is None else [
+            f(p.slo.goodput_req_s, 2), f"{'met' if p.slo.meets else 'missed'} {f((p.slo.good_share or 0) * 100, 0)}%"]
         table.add_row(p.target, p.name, f(p.ttft_ms.p50), f(p.tpot_ms.p50), f(p.e2e_ms.p50), f(p.e2e_ms.p90),
-                      f(p.e2e_ms.p99), f(p.throughput.req_s, 2), f(p.throughput.output_tok_s), str(p.errors))
+                      f(p.e2e_ms.p99), f(p.throughput.req_s, 2), f(p.throughput.output_tok_s), str(p.errors), *slo)
+    if lat.slo:
+        from toolkit.evaluation.maxload import slo_label
+
+        console.print(f"SLO: {slo_label(lat.slo)}; goodput: requests/s meeting every threshold (good: their share)")
     console.print(table)
+    if most > 1:
+        from toolkit.evaluation.repeats import interval_table
+
+        console.print(interval_table(all_points))
+    if lat.max_load is not None:
+        from toolkit.evaluation.maxload import describe
+
+        console.print(f"[bold]{describe(lat.max_load)}[/]")
+        ml = lat.max_load
+        console.print(f"  {len(ml.trials)} trials in {f(ml.wall_s)} s; stopped: {ml.stopped}")
     r = report.resources
     console.print(f"resources: {f((r.size_on_disk_bytes or 0) / 2**20)} MiB on disk; engine start-up "
                   f"{f(r.engine_startup_s)} s; engine peak RSS {f(r.engine_peak_rss_mb, 0)} MiB"

@@ -13,6 +13,9 @@ Method
   with the server-reported completion token count), and the endpoint's own stage timings.
 - A request that fails (HTTP error, broken stream, timeout) is recorded with its error and counted; it never
   aborts the run.
+- With an SLO (:mod:`toolkit.evaluation.slo`), a point's summary also carries its goodput and SLO attainment.
+  Repeated runs of a point are pooled by :mod:`toolkit.evaluation.repeats`; every summary, pooled or not, is
+  computed by :func:`summarize_point`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.evaluation.metrics import inter_token_latencies, summarize, tpot_ms
+from toolkit.evaluation.slo import attainment
 
 STAGES = ("embed", "search", "prompt", "llm_ttft", "llm_total", "total")
 
@@ -189,8 +193,10 @@ def cycle(reqs: Sequence[Request], n: int, offset: int = 0) -> list[Request]:
     return [reqs[(offset + i) % len(reqs)] for i in range(n)]
 
 
-async def run_point(target: Target, reqs: Sequence[Request], plan: LoadPlan, timeout_s: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run one load point; return (summary, per-request records)."""
+async def run_point(target: Target, reqs: Sequence[Request], plan: LoadPlan, timeout_s: float,
+                    slo: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run one load point (after its own warm-up); return (summary, per-request records). ``slo``: the
+    objectives its summary is judged against (:func:`summarize_point`), or None."""
     import httpx
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
@@ -208,10 +214,15 @@ async def run_point(target: Target, reqs: Sequence[Request], plan: LoadPlan, tim
     for r in records:
         r["point"] = plan.name
         r["start_s"] = round(r["start_s"] - t, 6)
-    return summarize_point(plan, target.kind, records, duration), records
+    return summarize_point(plan, target.kind, records, duration, slo), records
 
 
-def summarize_point(plan: LoadPlan, kind: str, records: Sequence[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+def summarize_point(plan: LoadPlan, kind: str, records: Sequence[dict[str, Any]], duration_s: float,
+                    slo: Any = None) -> dict[str, Any]:
+    """The summary of one load point (the report's ``LoadPoint`` fields): per-request percentiles of the ok
+    requests, throughput = ok requests (and their output tokens) / ``duration_s`` of measured wall time, and,
+    with an ``slo``, its goodput and attainment over every request (failures count against it). For repeated
+    runs ``records`` pools every repeat and ``duration_s`` is the sum of their durations."""
     ok = [r for r in records if r.get("ok")]
     out_tokens = sum(r["output_tokens"] for r in ok)
     stages = {s: summarize(r["stages"].get(s) for r in ok) for s in STAGES} if kind == "rag" else {}
@@ -228,6 +239,7 @@ def summarize_point(plan: LoadPlan, kind: str, records: Sequence[dict[str, Any]]
         "itl_ms": summarize(x for r in ok for x in r["itl_ms"]),
         "e2e_ms": summarize(r["e2e_ms"] for r in ok),
         "stages": stages,
+        "slo": attainment(records, slo, duration_s) if slo is not None else None,
     }
 
 
@@ -242,6 +254,7 @@ def plans_for(load, seed: int = 0) -> list[LoadPlan]:
     return plans
 
 
-def run_point_sync(target: Target, reqs: Sequence[Request], plan: LoadPlan, timeout_s: float):
+def run_point_sync(target: Target, reqs: Sequence[Request], plan: LoadPlan, timeout_s: float,
+                   slo: Any = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """:func:`run_point` for synchronous callers (one event loop per load point)."""
-    return asyncio.run(run_point(target, reqs, plan, timeout_s))
+    return asyncio.run(run_point(target, reqs, plan, timeout_s, slo))

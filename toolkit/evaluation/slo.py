@@ -46,6 +46,8 @@ def parse_slo(text: str, default_percentile: float = 95.0) -> dict[str, Any]:
             raise ToolkitError(f"--slo: '{item}': threshold must be > 0 ms")
         if m.group("pct") is not None:
             p = float(m.group("pct"))
+            if not 0 < p <= 100:
+                raise ToolkitError(f"--slo: '{item}': percentile must be in (0, 100]")
             if pct is not None and p != pct:
                 raise ToolkitError(f"--slo: '{item}': one percentile per SLO (already p{pct:g})")
             pct = p
