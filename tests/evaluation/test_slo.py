@@ -92,7 +92,7 @@ def test_no_records_or_no_time():
 
 
 @pytest.mark.parametrize("spec,message", [("e2e:fast", "--slo: 'e2e:fast': threshold 'fast' is not a number"),
-                                          ("e2e_p150:100", "percentile must be in (0, 100]")])
+                                          ("e2e_p150:100", "--slo: 'e2e_p150:100': percentile must be in (0, 100]")])
 def test_cli_refuses_a_bad_slo_before_any_work(tmp_path, capsys, spec, message):
     from toolkit.cli import main
 
