@@ -53,6 +53,10 @@ def test_on_a_cpu_variants_that_would_repeat_a_served_kernel_are_quality_only(ma
         if not served:
             assert argv[argv.index("--no-serve") + 1].startswith("demo: "), argv  # the reason goes in the report
     assert "--no-serve" not in steps["eval reference-gptq-w8a8-int8"].argv()
+    # served variants get the max-load search under the suite's SLO; quality-only ones cannot
+    assert "--find-max-load" in steps["eval reference-gptq-w8a8-int8"].argv()
+    assert all("--find-max-load" not in steps[f"eval {v}"].argv() for v in ("reference-rtn-w4a16",
+               "reference-fp8-dynamic") if not served)
     # RAG-OFF / oracle answers are asked of the out-of-the-box reference only
     assert "--no-baselines" not in steps["eval reference-bf16"].argv()
     assert "--no-baselines" in steps["eval reference-gptq-w8a8-int8"].argv()

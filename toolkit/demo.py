@@ -8,7 +8,8 @@ Full (``make demo``)::
 
     reference corpus, QA set, model -> quantize (RTN, GPTQ, AWQ W4A16, W8A8-INT8, FP8) -> white-box student
     -> precision selection -> student quantized with the winner (INT8/FP8) -> index -> eval every variant
-    through the RAG endpoint (demo suite) -> compare with gates -> summary table + compare.html
+    through the RAG endpoint (demo suite: SLO, 2 repeats, max load under the SLO) -> compare with gates
+    -> summary table + compare.html
 
 ``student-kd-winner`` is the student served with the profile precision selection wrote (its dtype; its
 quantized checkpoint when INT8 or FP8 won): the distilled model deployed the way the measurements chose.
@@ -141,7 +142,7 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
         report = reports / f"{name}.json"
         report_paths.append(report)
         steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report, serve_profile,
-                                                            _quality_only(name))))
+                                                            _quality_only(name), find_max_load=not quick)))
     compare_dir = reports / "compare"
     steps.append(Step("compare", compare_dir / "compare.html", lambda: [
         "compare", *[_rel(p) for p in report_paths if p.exists()], "--baseline", _rel(report_paths[0]),
@@ -188,7 +189,7 @@ def _fastest_unquantized_profile(profile: Path) -> Path | None:
 
 def _eval_argv(model: Path | Callable[[], Path], index: Path, suite: Path, report: Path,
                profile: Path | Callable[[], Path | None] | None = None,
-               quality_only: str | None = None) -> Callable[[], list[str] | None]:
+               quality_only: str | None = None, find_max_load: bool = False) -> Callable[[], list[str] | None]:
     def argv() -> list[str] | None:
         path = model() if callable(model) else model
         prof = profile() if callable(profile) else profile
@@ -200,7 +201,9 @@ def _eval_argv(model: Path | Callable[[], Path], index: Path, suite: Path, repor
             return cmd + ["--no-serve", quality_only]
         if report.stem != OUT_OF_THE_BOX:  # RAG-OFF / oracle say what retrieval is worth: once, for the reference
             cmd += ["--no-baselines"]
-        return cmd + ["--no-serve"] if _serving_blocker(path) else cmd
+        if _serving_blocker(path):
+            return cmd + ["--no-serve"]
+        return cmd + ["--find-max-load"] if find_max_load else cmd  # the suite's SLO and search bounds
     return argv
 
 
@@ -278,7 +281,7 @@ def summary_table(report_dir: Path):
     levels = sorted({p.concurrency for _, r in reports for p in r.latency.points if p.concurrency})
     busy = levels[-1] if levels else None  # the busiest closed-loop point: where batching gains show or vanish
     cols = ["variant", "size MB", "val ppl", "QA F1", "recall@5", "p50 e2e ms (c=1)", f"p50 e2e ms (c={busy})",
-            f"req/s (c={busy})"]
+            f"req/s (c={busy})", f"goodput req/s (c={busy})", "max load under SLO"]
     for col in cols:
         table.add_column(col, justify="right" if col != "variant" else "left",
                          overflow="fold")  # variant names must stay readable in a narrow terminal
@@ -292,8 +295,18 @@ def summary_table(report_dir: Path):
         table.add_row(name, f"{(r.resources.size_on_disk_bytes or 0) / 1e6:.1f}", fmt(r.quality.val_ppl, ".2f"),
                       fmt(r.quality.qa_f1), fmt(r.quality.recall_at_k.get("5")),
                       fmt(c1.e2e_ms.p50 if c1 else None, ".0f"), fmt(cb.e2e_ms.p50 if cb else None, ".0f"),
-                      fmt(cb.throughput.req_s if cb else None, ".2f"))
+                      fmt(cb.throughput.req_s if cb else None, ".2f"),
+                      fmt(cb.slo.goodput_req_s if cb and cb.slo else None, ".2f"), _max_load_text(r.latency.max_load))
     return table
+
+
+def _max_load_text(ml) -> str:
+    """``"4 (5 missed)"``: the highest load meeting the SLO and the lowest tried that did not."""
+    if ml is None:
+        return "-"
+    if ml.value is None:
+        return f"none ({ml.first_failing:g} missed)" if ml.first_failing is not None else "none"
+    return f"{ml.value:g}" + (f" ({ml.first_failing:g} missed)" if ml.first_failing is not None else " (limit)")
 
 
 def speedups(report_dir: Path) -> list[str]:
@@ -325,6 +338,26 @@ def speedups(report_dir: Path) -> list[str]:
         if name in (OUT_OF_THE_BOX, FASTEST_UNQUANTIZED) or x is None:
             continue
         lines.append(f"  {name}: {x:.0f} ms = {b0 / x:.2f}x vs out of the box, {b1 / x:.2f}x vs fastest unquantized")
+    lines += _max_load_lines(reports, base, reports[unq_name])
+    lines.append("  (each variant measured in its own run, minutes apart: `make bench-ab A=<baseline> B=<variant>` "
+                 "measures a ratio interleaved, with its interval)")
+    return lines
+
+
+def _max_load_lines(reports: dict, base, unq) -> list[str]:
+    """Max load under the SLO of every searched variant against both baselines' (the capacity planner's ratio)."""
+    b0, b1 = base.latency.max_load, unq.latency.max_load
+    if b0 is None or b0.value is None:
+        return []
+    lines = [f"max load under the SLO ({b0.unit}): out of the box {b0.value:g}, fastest unquantized "
+             f"{b1.value:g}" if b1 is not None and b1.value is not None else
+             f"max load under the SLO ({b0.unit}): out of the box {b0.value:g}"]
+    for name, r in reports.items():
+        ml = r.latency.max_load
+        if name in (OUT_OF_THE_BOX, FASTEST_UNQUANTIZED) or ml is None or ml.value is None:
+            continue
+        vs_unq = f", {ml.value / b1.value:.2f}x vs fastest unquantized" if b1 is not None and b1.value else ""
+        lines.append(f"  {name}: {ml.value:g} = {ml.value / b0.value:.2f}x vs out of the box{vs_unq}")
     return lines
 
 
