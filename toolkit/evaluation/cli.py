@@ -267,7 +267,7 @@ def _serve_and_measure(args: argparse.Namespace, suite, settings: dict[str, Any]
     from toolkit.evaluation import loadgen
     from toolkit.evaluation.maxload import find_max_load
     from toolkit.evaluation.quality import rag_quality
-    from toolkit.evaluation.repeats import measure_point
+    from toolkit.evaluation.repeats import measure_rounds
     from toolkit.evaluation.report import LoadPoint
     from toolkit.evaluation.resources import PeakSampler
 
@@ -291,12 +291,11 @@ def _serve_and_measure(args: argparse.Namespace, suite, settings: dict[str, Any]
                                                   model_name=served))
                 else:
                     note = "engine-alone points skipped: no engine URL (pass --engine-url with --url)"
-            for target in targets:
-                for plan in loadgen.plans_for(suite.load):
-                    summary, recs = measure_point(target, reqs, plan, suite.load.timeout_s, settings["repeats"],
-                                                  settings["slo"], console)
-                    (points if target.kind == "rag" else engine_points).append(LoadPoint(**summary))
-                    records += [{"phase": "load", **r} for r in recs]
+            jobs = [(target, plan) for target in targets for plan in loadgen.plans_for(suite.load)]
+            measured = measure_rounds(jobs, reqs, suite.load.timeout_s, settings["repeats"], settings["slo"], console)
+            for (target, _), (summary, recs) in zip(jobs, measured):
+                (points if target.kind == "rag" else engine_points).append(LoadPoint(**summary))
+                records += [{"phase": "load", **r} for r in recs]
             if settings["find_max_load"]:
                 max_load, recs = find_max_load(targets[0], reqs, suite.load, settings["slo"], console)
                 records += recs

@@ -2,7 +2,11 @@
 
 Method
 - Each repeat is a full :func:`toolkit.evaluation.loadgen.run_point` with its own warm-up, so a repeat does not
-  inherit the previous one's queue or caches beyond what a warm server keeps anyway.
+  inherit the previous one's queue or caches beyond what a warm server keeps anyway. Repeats run in rounds
+  (every point once, then every point again), so they sample the machine at different times.
+- Repeats within one eval still share that eval's stretch of time: they measure its noise, not how different
+  the machine was when another report was made. Separate reports compared by ``toolkit compare`` inherit that
+  limit; ``make bench-ab`` measures a ratio between two variants interleaved.
 - The point's summaries (percentiles, throughput, SLO attainment) pool every repeat's requests: percentiles over
   all requests, throughput = pooled ok requests / summed measured durations (idle time between repeats is not
   counted), goodput likewise. They are computed by :func:`toolkit.evaluation.loadgen.summarize_point`, the one
@@ -55,20 +59,24 @@ def pool_repeats(plan: LoadPlan, kind: str, runs: Sequence[tuple[Sequence[dict[s
     return {**pooled, "repeats": len(runs), "intervals": intervals, "unstable": unstable}
 
 
-def measure_point(target: Target, reqs: Sequence[Request], plan: LoadPlan, timeout_s: float, repeats: int,
-                  slo: Any, console) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run ``plan`` ``repeats`` times against ``target`` (a progress line per repeat on the rich ``console``);
-    return (pooled summary, records each tagged with its 0-based ``"repeat"``)."""
-    runs: list[tuple[list[dict[str, Any]], float]] = []
+def measure_rounds(jobs: Sequence[tuple[Target, LoadPlan]], reqs: Sequence[Request], timeout_s: float,
+                   repeats: int, slo: Any, console) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Run every (target, plan) of ``jobs`` ``repeats`` times, in rounds: all points once, then all points again,
+    so a point's repeats are spread over the whole measurement and slow drift of the machine (other jobs,
+    thermal, caches) shows up as spread between repeats instead of hiding in back-to-back runs. Returns, per
+    job in order, (pooled summary, records each tagged with its 0-based ``"repeat"``); a progress line per run."""
+    runs: list[list[tuple[list[dict[str, Any]], float]]] = [[] for _ in jobs]
     for i in range(repeats):
-        of = f" (repeat {i + 1}/{repeats})" if repeats > 1 else ""
-        console.print(f"[bold]load[/] {target.kind} {plan.name}: {plan.requests} requests{of}")
-        summary, recs = run_point_sync(target, reqs, plan, timeout_s, slo)
-        for r in recs:
-            r["repeat"] = i
-        runs.append((recs, summary["duration_s"]))
-        console.print(f"  {outcome(summary)}")
-    return pool_repeats(plan, target.kind, runs, slo), [r for recs, _ in runs for r in recs]
+        of = f" (round {i + 1}/{repeats})" if repeats > 1 else ""
+        for j, (target, plan) in enumerate(jobs):
+            console.print(f"[bold]load[/] {target.kind} {plan.name}: {plan.requests} requests{of}")
+            summary, recs = run_point_sync(target, reqs, plan, timeout_s, slo)
+            for r in recs:
+                r["repeat"] = i
+            runs[j].append((recs, summary["duration_s"]))
+            console.print(f"  {outcome(summary)}")
+    return [(pool_repeats(plan, target.kind, job_runs, slo), [r for recs, _ in job_runs for r in recs])
+            for (target, plan), job_runs in zip(jobs, runs)]
 
 
 def outcome(summary: dict[str, Any]) -> str:
