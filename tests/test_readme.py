@@ -136,12 +136,15 @@ def test_extraction_finds_the_readme_commands() -> None:
 
 FLAGS = {"RECIPE": "--recipe", "MODEL": "--model", "TEACHER": "--teacher", "STUDENT": "--student",
          "OUTPUT": "--output", "BUDGET": "--budget", "DOCS": "--docs", "INDEX_TYPE": "--index-type",
-         "INDEX": "--index", "PROFILE": "--profile", "SUITE": "--suite", "BASELINE": "--baseline", "STEPS": "--max-steps"}
-TARGET_FLAGS = {"distill": {"MODEL": "--teacher"}, "bench-distill": {"MODEL": "--teacher", "STEPS": "--steps"}}
+         "INDEX": "--index", "PROFILE": "--profile", "SUITE": "--suite", "BASELINE": "--baseline", "STEPS": "--max-steps",
+         "SLO": "--slo", "REPEATS": "--repeats"}
+TARGET_FLAGS = {"distill": {"MODEL": "--teacher"}, "bench-distill": {"MODEL": "--teacher", "STEPS": "--steps"},
+                "bench-ab": {"A": "--model", "B": "--model"}}
+SWITCHES = {"MAX_LOAD": "--find-max-load"}  # VAR=1 turns a flag on
 SPLICED = {"REPORTS", "GATES", "BENCH_ARGS", "PYTEST_ARGS"}  # words the recipe pastes in as they are
 NEEDED = {"quantize": {"RECIPE": "x.yaml"}, "distill": {"RECIPE": "x.yaml"}, "compare": {"REPORTS": "a.json"}}
 NO_TOOLKIT = {"help", "setup", "test", "clean", "gpu-check"}
-RUN_LINE = re.compile(r"\S*python3?\s+-m\s+(toolkit(?:\.\w+\.bench)?)(?:\s|$)")
+RUN_LINE = re.compile(r"\S*python3?\s+-m\s+(toolkit(?:\.\w+\.(?:bench|ab|crosscheck))?)(?:\s|$)")
 
 
 class _Parsed(Exception):  # raised in place of running a bench once its parser has accepted the arguments
@@ -210,6 +213,8 @@ def check_translation(cmd: Command, cwd: Path = ROOT) -> None:
     for var, value in variables.items():
         if var in SPLICED:
             assert _contains(argv, shlex.split(value)), f"{var}={value!r} is not passed on; {where}"
+        elif var in SWITCHES:
+            assert SWITCHES[var] in argv, f"{var}={value} does not turn on {SWITCHES[var]}; {where}"
         elif var not in ("DEMO", "DEVICE"):
             assert var in flags, f"this test does not know which flag {var} becomes; {where}"
             assert _contains(argv, [flags[var], value]), f"{var}={value} is not passed as {flags[var]}; {where}"
