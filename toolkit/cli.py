@@ -15,9 +15,9 @@ import importlib
 import importlib.util
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from toolkit.errors import NotAvailableError, ToolkitError
+from toolkit.errors import ToolkitError
 
 # name -> (module with configure/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("toolkit.serving.cli", "start vLLM and the RAG endpoint in front of it"),
     "eval": ("toolkit.evaluation.cli", "measure quality and end-to-end RAG latency of one model variant"),
     "compare": ("toolkit.evaluation.compare_cli", "compare eval reports side by side, with release gates"),
+    "optimize": ("toolkit.optimize.cli", "search the fastest configuration within a latency SLO and a quality budget"),
     "demo": ("toolkit.demo", "run the whole pipeline offline and print the comparison"),
 }
 
@@ -70,11 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = COMMANDS[args.command][0]
     if unknown and _module_exists(module):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if not _module_exists(module):
+        print(f"error: 'toolkit {args.command}' is not available yet in this version", file=sys.stderr)
+        return 2
+    return run_guarded(importlib.import_module(module).run, args)
+
+
+def run_guarded(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a command's ``run(args)`` as every toolkit entry point does: a :class:`ToolkitError` is one line on
+    stderr and exit 2, SIGTERM and Ctrl-C unwind (so atomic writers and started engines clean up) and exit 130.
+    The ``python -m toolkit.<stage>.<bench>`` modules call it too."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        if not _module_exists(module):
-            raise NotAvailableError(f"'toolkit {args.command}' is not available yet in this version")
-        return int(importlib.import_module(module).run(args) or 0)
+        return int(run(args) or 0)
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

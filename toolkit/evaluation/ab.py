@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -365,21 +364,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so both stacks are stopped
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return run(args)
-    except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    from toolkit.cli import run_guarded
+
+    return run_guarded(run, build_parser().parse_args(argv))  # SIGTERM unwinds, so both stacks are stopped
 
 
 if __name__ == "__main__":
