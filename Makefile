@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 opt = $(if $(2),$(1) $(2))
 
 .PHONY: help setup test reference quantize distill precision index serve eval compare demo env \
-        bench-quantize bench-distill bench-serve bench-eval bench-ab bench-crosscheck gpu-check clean
+        bench-quantize bench-distill bench-serve bench-eval bench-ab bench-crosscheck gpu-check optimize clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ bench-crosscheck: setup  ## the endpoint measured by the toolkit's load generato
 
 gpu-check:  ## CUDA evidence (matmul TF32/BF16/FP16/FP8, SDPA, exact search, GPTQ); says so and exits 0 without CUDA
 	$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.py $(BENCH_ARGS)
+
+optimize: setup  ## make optimize [RECIPE=recipes/optimize/default.yaml] [MODEL=<dir>,<dir>..] [SLO=".."] [QUALITY="f1_drop:0.02,ppl_increase:3%"] [BUDGET=60m] [INDEX=<dir>]
+	$(TOOLKIT) optimize $(call opt,--recipe,$(RECIPE)) $(if $(filter file,$(origin MODEL)),,--model $(MODEL)) $(call opt,--slo,$(SLO)) $(call opt,--quality,$(QUALITY)) $(call opt,--budget,$(BUDGET)) $(call opt,--index,$(INDEX))
 
 clean:  ## remove generated artifacts (keeps the environments)
 	rm -rf artifacts eval/reports

@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 
 from toolkit.errors import ToolkitError
-from toolkit.retrieval.backend import BACKENDS, BackendName, VectorBackend, backend_class
+from toolkit.retrieval.backend import (
+    BACKENDS,
+    BackendName,
+    VectorBackend,
+    backend_class,
+)
 from toolkit.retrieval.config import IndexConfig
-from toolkit.retrieval.index import build_index, load_index
+from toolkit.retrieval.index import build_index, load_index, update_index
 
 WORDS = ["apple", "river", "mountain", "piano"]
 DOCS = [{"id": w, "title": w.title(), "text": f"{w} {w} {w} and some filler"} for w in WORDS]
@@ -24,25 +29,36 @@ from toolkit.retrieval.store import STORE_NAME, ChunkStore
 class NumpyBackend:
     device = "cpu"
 
-    def __init__(self, vectors, store):
-        self.vectors, self.store = vectors, store
+    def __init__(self, vectors, ids, store):
+        self.vectors, self.ids, self.store = vectors, ids, store
 
     @classmethod
     def build(cls, directory, vectors, chunks, eff, config, version):
         np.save(directory / "vectors.npy", vectors)
+        np.save(directory / "ids.npy", np.arange(len(vectors), dtype=np.int64))
         return {"numpy_file": "vectors.npy"}
 
     @classmethod
+    def update(cls, directory, results, eff, config, remove_ids, vectors, ids, chunks):
+        keep = ~np.isin(np.load(directory / "ids.npy"), remove_ids)
+        np.save(directory / "vectors.npy", np.concatenate([np.load(directory / "vectors.npy")[keep], vectors]))
+        np.save(directory / "ids.npy", np.concatenate([np.load(directory / "ids.npy")[keep], ids]))
+        return {}
+
+    @classmethod
     def load(cls, directory, results, eff, config):
-        return cls(np.load(directory / results["numpy_file"]), ChunkStore(directory / STORE_NAME))
+        return cls(np.load(directory / results["numpy_file"]), np.load(directory / "ids.npy"),
+                   ChunkStore(directory / STORE_NAME))
 
     def __len__(self):
         return len(self.vectors)
 
-    def search(self, query, k):
+    def search(self, query, k, ids=None):
         scores = self.vectors @ query[0]
-        rows = np.argsort(-scores)[:k]
-        return [(float(scores[r]), c) for r, c in zip(rows, self.store.get(rows))]
+        if ids is not None:  # only allowed ids compete
+            scores = np.where(np.isin(self.ids, ids), scores, -np.inf)
+        rows = [r for r in np.argsort(-scores)[:k] if np.isfinite(scores[r])]
+        return [(float(scores[r]), c) for r, c in zip(rows, self.store.get(self.ids[rows]))]
 
     def close(self):
         self.store.close()
@@ -86,5 +102,13 @@ def test_backends_meet_the_contract_through_index(name, tmp_path, monkeypatch):
         for w in WORDS:
             hits = index.search(f"where is the {w}", 2)
             assert hits[0].chunk.doc_id == w and hits[0].score >= hits[1].score
+        assert [h.chunk.doc_id for h in index.search("river", 2, {"title_prefix": "M"})] == ["mountain"]
+    finally:
+        index.close()
+    update_index(tmp_path / "index", [{"id": "lake", "title": "Lake", "text": "river river"}], ["river"],
+                 embedder=embedder)
+    index = load_index(tmp_path / "index", embedder=embedder)
+    try:
+        assert len(index.backend) == len(WORDS) and index.search("river", 1)[0].chunk.doc_id == "lake"
     finally:
         index.close()

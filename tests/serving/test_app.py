@@ -114,3 +114,26 @@ def test_prompt_fits_the_model_context(index, tiny_llama):
     messages, used = builder.build("Which river flows through Egypt?", hits, max_tokens=64)
     assert 0 < used < len(hits) and builder._count(messages) <= 512 - 64
     assert "Which river flows through Egypt?" in messages[-1]["content"] and messages[0]["role"] == "system"
+
+
+def test_models_route_with_the_openai_client(index):
+    """``GET /v1/models`` through the real ``openai`` client against the app under uvicorn: the served name is
+    discoverable, and behind the API key like the other /v1 routes."""
+    import time
+
+    import openai
+    from live_servers import serve
+
+    es = EndpointSettings()
+    rag = RagService(index, EngineClient(f"http://127.0.0.1:{free_port()}", "m", 5), es,
+                     PromptBuilder(es.system_prompt), Metrics())
+    before = int(time.time())
+    with serve(create_app(rag, api_key="s3cret", served_model_name="smol-rag")) as url:
+        models = openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0).models.list()
+        assert [(m.id, m.object, m.owned_by) for m in models.data] == [("smol-rag", "model", "toolkit")]
+        assert models.object == "list" and before - 1 <= models.data[0].created <= int(time.time())
+        with pytest.raises(openai.AuthenticationError, match="API key"):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+    client, _ = make_client(index)  # no key configured: open, under the default served name
+    r = client.get("/v1/models")
+    assert r.status_code == 200 and r.json()["data"][0]["id"] == "rag" and r.json()["data"][0]["root"] == "rag"

@@ -6,9 +6,13 @@ is one new module with a class meeting the Protocol, plus its name in ``BackendN
 (its own knobs, if any, go in :class:`toolkit.retrieval.config.IndexConfig`).
 
 ``build`` covers training, adding every vector and persisting in one call, because a Milvus collection is
-persisted as rows are inserted (there is no separate in-memory stage to save). There is no incremental
-``add``: an index directory is an immutable artifact whose ``index_version`` keys the serving cache, so new
-documents mean a new build.
+persisted as rows are inserted (there is no separate in-memory stage to save). ``update`` removes and adds
+vectors by id in what ``build`` persisted, inside the temporary copy of the index directory that
+:func:`toolkit.retrieval.index.update_index` installs atomically with a fresh ``index_version`` (which the
+serving cache keys on): documents are added or removed without re-embedding the rest.
+
+Vector ids are chunk-store rows (:mod:`toolkit.retrieval.store`); ``search`` takes an optional array of
+allowed ids (a filter resolved by the store) and must rank only those, inside the search.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ BACKENDS: dict[str, str] = {
 
 @runtime_checkable
 class VectorBackend(Protocol):
-    """Inner-product search over L2-normalised vectors; row ``i`` of the built index is ``chunks[i]``."""
+    """Inner-product search over L2-normalised vectors; vector id ``i`` is chunk-store row ``i`` (a build
+    numbers ``chunks`` 0..n-1)."""
 
     device: str  # where searches run, for /health and reports: "cpu", "cuda:0", "milvus"
 
@@ -52,12 +57,21 @@ class VectorBackend(Protocol):
         """Open what ``build`` persisted (``results`` = the manifest's); an unusable index is a ToolkitError."""
         ...
 
+    @classmethod
+    def update(cls, directory: Path, results: dict[str, Any], eff: dict[str, Any], config: IndexConfig,
+               remove_ids: np.ndarray, vectors: np.ndarray, ids: np.ndarray, chunks: list[Chunk]) -> dict[str, Any]:
+        """Remove the vectors ``remove_ids`` and add ``vectors`` (of ``chunks``) under ``ids`` in the index
+        persisted under ``directory`` (a temporary copy of the index directory); return the manifest results
+        that change. Removing an id the index lacks is a ToolkitError (the caller checks ids beforehand)."""
+        ...
+
     def __len__(self) -> int:
         """Vectors in the index."""
         ...
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[float, Chunk]]:
-        """Up to ``k`` (score, chunk) pairs for a ``(1, dim)`` query, best first."""
+    def search(self, query: np.ndarray, k: int, ids: np.ndarray | None = None) -> list[tuple[float, Chunk]]:
+        """Up to ``k`` (score, chunk) pairs for a ``(1, dim)`` query, best first; with ``ids`` (int64), only
+        vectors with those ids are candidates (the restriction applies inside the search)."""
         ...
 
     def close(self) -> None:

@@ -1,7 +1,12 @@
-"""``toolkit index build|info``: build a retrieval index from a JSONL corpus, or print an index's manifest.
+"""``toolkit index build|add|remove|info``: build a retrieval index from a JSONL corpus, add or remove documents
+in place, or print an index's manifest.
 
 ``toolkit index build [--docs D] [--output DIR] [--index-type flat|ivf|ivfpq|hnsw] [--backend faiss|milvus]``
 Defaults: the reference corpus (artifacts/reference/docs.jsonl) → artifacts/indexes/<index type>.
+``toolkit index add --docs new.jsonl [--index DIR]``: embed only the new documents (same id = replace).
+``toolkit index remove --ids ID [ID ...] [--index DIR]``: ids separated by spaces or commas; an unknown id is
+an error and the index is left untouched. Both write a new ``index_version`` (default index:
+artifacts/indexes/flat).
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--config", help="YAML with IndexConfig keys (chunking, faiss knobs, milvus uri)")
     b.add_argument("--embedding-model", help="sentence-transformers model directory (default: all-MiniLM-L6-v2)")
     b.add_argument("--milvus-uri", help="Milvus standalone/distributed URI (default: milvus-lite file in --output)")
+    a = sub.add_parser("add", help="add (or replace) documents in a built index without rebuilding it")
+    a.add_argument("--docs", required=True, help="JSONL of {id,title,text,...metadata} to add")
+    a.add_argument("--index", help="index directory (default: artifacts/indexes/flat)")
+    r = sub.add_parser("remove", help="remove documents (by id) from a built index without rebuilding it")
+    r.add_argument("--ids", required=True, nargs="+", help="document ids (space- or comma-separated)")
+    r.add_argument("--index", help="index directory (default: artifacts/indexes/flat)")
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("index", help="index directory")
 
@@ -50,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         m = read_index_manifest(args.index)
         print(json.dumps({**m["results"], "timings_s": m["timings_s"]}, indent=2))
         return 0
+    if args.action in ("add", "remove"):
+        return _update(args)
     from rich.console import Console
 
     from toolkit.retrieval.index import build_index
@@ -63,4 +76,22 @@ def run(args: argparse.Namespace) -> int:
     r = manifest["results"]
     print(f"index: {output}  chunks={r['count']} docs={r['documents']} dim={r['dimension']} "
           f"type={r['index_type']} params={r['params']} build={r['build_time_s']} s")
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from toolkit import paths
+    from toolkit.retrieval.index import update_index
+
+    index = Path(args.index) if args.index else paths.INDEXES_DIR / "flat"
+    if args.action == "add":
+        m = update_index(index, docs=Path(args.docs))
+    else:
+        ids = [i for part in args.ids for i in part.split(",") if i.strip()]
+        m = update_index(index, remove=[i.strip() for i in ids])
+    r = m["results"]
+    print(f"index: {index}  version {r['previous_version']} → {r['index_version']}  chunks={r['count']} "
+          f"docs={r['documents']}  {r['last_update']}")
     return 0

@@ -7,6 +7,13 @@ inside the index directory (``milvus.db``) serves tests and local use. Chunk met
 scalar fields of the collection, so a search returns everything the RAG prompt needs in one round trip.
 A remote build writes a new collection ``<name>_<version>`` (the manifest names it), so a build never
 overwrites the collection a running server reads; drop old ones with ``MilvusClient.drop_collection``.
+
+Updates (:meth:`MilvusBackend.update`) use ``delete`` by primary key and ``upsert``. With milvus-lite they run
+on the temporary copy of the index directory, installed atomically with the new manifest. A remote collection
+is changed in place (Milvus has no transaction across delete and upsert): a crash half-way leaves the
+collection partly updated while the installed manifest still describes the old state; rerun the same update
+(both steps are idempotent) to finish it. Filtered search passes the allowed ids as the filter expression
+``id in [...]``, which Milvus applies inside the search.
 """
 
 from __future__ import annotations
@@ -81,15 +88,21 @@ def write_milvus(uri: str, collection: str, vectors: np.ndarray, chunks: list[Ch
         params.add_index(field_name="vector", index_type=kind, metric_type="IP",
                          params={k: int(eff[v]) for k, v in build_keys.items()})
         client.create_collection(collection, schema=schema, index_params=params)
-        for start in range(0, len(chunks), batch):
-            client.insert(collection, [
-                {"id": i, "vector": vectors[i].tolist(), "doc_id": c.doc_id[:1024], "chunk_id": c.chunk_id[:1024],
-                 "title": c.title[:1024], "text": c.text.encode()[:MAX_TEXT].decode(errors="ignore")}
-                for i, c in enumerate(chunks[start:start + batch], start)])
+        _insert(client, collection, vectors, chunks, list(range(len(chunks))), batch)
         client.flush(collection)
     finally:
         client.close()
         _release_lite(uri)
+
+
+def _insert(client: Any, collection: str, vectors: np.ndarray, chunks: list[Chunk], ids: list[int],
+            batch: int = 512, upsert: bool = False) -> None:
+    write = client.upsert if upsert else client.insert
+    for start in range(0, len(chunks), batch):
+        write(collection, [
+            {"id": int(i), "vector": v.tolist(), "doc_id": c.doc_id[:1024], "chunk_id": c.chunk_id[:1024],
+             "title": c.title[:1024], "text": c.text.encode()[:MAX_TEXT].decode(errors="ignore")}
+            for i, v, c in zip(ids[start:start + batch], vectors[start:start + batch], chunks[start:start + batch])])
 
 
 class MilvusBackend:
@@ -106,6 +119,25 @@ class MilvusBackend:
         write_milvus(uri, collection, vectors, chunks, eff)
         return {"milvus_uri": config.milvus_uri, "milvus_collection": collection,
                 "milvus_index_type": index_params(uri, eff["index_type"])[0]}
+
+    @classmethod
+    def update(cls, directory: Path, results: dict[str, Any], eff: dict[str, Any], config: IndexConfig,
+               remove_ids: np.ndarray, vectors: np.ndarray, ids: np.ndarray, chunks: list[Chunk]) -> dict[str, Any]:
+        uri = results.get("milvus_uri") or lite_uri(directory)
+        collection = results["milvus_collection"]
+        client = _client(uri)
+        try:
+            if not client.has_collection(collection):
+                raise ToolkitError(f"milvus '{uri}': collection '{collection}' not found (rebuild the index)")
+            if len(remove_ids):
+                client.delete(collection, ids=[int(i) for i in remove_ids])
+            if len(vectors):
+                _insert(client, collection, vectors, chunks, [int(i) for i in ids], upsert=True)
+            client.flush(collection)
+        finally:
+            client.close()
+            _release_lite(uri)
+        return {}
 
     @classmethod
     def load(cls, directory: Path, results: dict[str, Any], eff: dict[str, Any],
@@ -128,9 +160,12 @@ class MilvusBackend:
         stats = self._client.get_collection_stats(self.collection)
         return int(stats.get("row_count", 0))
 
-    def search(self, query: np.ndarray, k: int) -> list[tuple[float, Chunk]]:
+    def search(self, query: np.ndarray, k: int, ids: np.ndarray | None = None) -> list[tuple[float, Chunk]]:
+        if ids is not None and not len(ids):
+            return []
+        expr = "" if ids is None else f"id in [{', '.join(str(int(i)) for i in ids)}]"
         res = self._client.search(self.collection, data=[query[0].tolist()], limit=k, search_params=self._params,
-                                  output_fields=["doc_id", "chunk_id", "title", "text"])
+                                  filter=expr, output_fields=["doc_id", "chunk_id", "title", "text"])
         out = []
         for hit in res[0]:
             e = hit["entity"]

@@ -1,5 +1,9 @@
-"""FastAPI RAG endpoint: ``POST /v1/rag``, OpenAI-compatible ``POST /v1/chat/completions``, ``GET /healthz``,
-``GET /metrics``.
+"""FastAPI RAG endpoint: ``POST /v1/rag``, OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``,
+``GET /healthz``, ``GET /metrics``.
+
+``GET /v1/models`` lists the one served model in OpenAI's shape, so OpenAI-compatible clients (the ``openai``
+package, vLLM's ``bench serve``, guidellm) can discover the name to request. It also carries vLLM's ``root``
+field, which vLLM's benchmark client reads when no ``--model`` is given (``get_first_model_from_server``).
 
 Reliability: optional API key (``Authorization: Bearer`` or ``X-API-Key``; 401 without it), strict request
 models (wrong types, unknown fields, top_k outside 1..100 → 422 naming the field; unparsable JSON → 400;
@@ -30,6 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from toolkit.retrieval.store import FilterError
 from toolkit.serving.deadline import Deadline, DeadlineExceeded
 from toolkit.serving.llm import EngineRejected, EngineTimeout, EngineUnavailable
 from toolkit.serving.rag import PromptTooLong, RagRun, RagService
@@ -37,6 +42,9 @@ from toolkit.serving.rag import PromptTooLong, RagRun, RagService
 OPEN_PATHS = {"/healthz", "/metrics"}
 CLIENT_GONE = 499  # nginx's "client closed request": counted in metrics, never seen by the client
 T = TypeVar("T")
+
+
+FilterValue = StrictStr | StrictInt | StrictFloat | StrictBool
 
 
 class RagRequest(BaseModel):
@@ -47,6 +55,9 @@ class RagRequest(BaseModel):
     stream: StrictBool = False
     temperature: StrictFloat | StrictInt = Field(0.0, ge=0.0, le=2.0)
     min_tokens: StrictInt = Field(0, ge=0, le=4096, description="vLLM extension: tokens before EOS may stop")
+    # metadata filter applied inside the vector search ({"module": "json"}, {"title_prefix": "os."}); fields the
+    # index does not know are a 422 naming the field (toolkit.retrieval.store.where_sql)
+    filter: dict[StrictStr, FilterValue | list[FilterValue]] | None = None
 
 
 class ChatMessage(BaseModel):
@@ -161,6 +172,7 @@ class Guard:
 
 def create_app(rag: RagService, api_key: str | None = None, served_model_name: str = "rag") -> FastAPI:
     settings, metrics = rag.settings, rag.metrics
+    created = int(time.time())  # the model card's "created": when this endpoint started serving it
     app = FastAPI(title="toolkit RAG endpoint", docs_url=None, redoc_url=None)
     app.state.rag = rag
     app.state.guard = guard = Guard(app, settings.max_concurrency, metrics, api_key, settings.request_timeout_s)
@@ -225,6 +237,8 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
             raise ApiError(504, str(exc), "timeout_error") from None
         except EngineRejected as exc:
             raise ApiError(400 if exc.status < 500 else 502, f"engine rejected the request: {exc}") from None
+        except FilterError as exc:
+            raise ApiError(422, f"field 'filter{'.' + exc.field if exc.field else ''}': {exc.reason}") from None
         except PromptTooLong as exc:
             raise ApiError(422, f"field 'query': {exc}") from None
 
@@ -232,9 +246,9 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
         return getattr(request.state, "deadline", None) or Deadline(settings.request_timeout_s)
 
     async def start(deadline: Deadline, query: str, top_k: int, max_tokens: int, temperature: float,
-                    min_tokens: int = 0, history: list[dict[str, str]] | None = None
-                    ) -> tuple[RagRun, AsyncIterator[str], str | None]:
-        run = await rag.prepare(query, top_k, max_tokens, history, deadline)
+                    min_tokens: int = 0, history: list[dict[str, str]] | None = None,
+                    filter: dict[str, Any] | None = None) -> tuple[RagRun, AsyncIterator[str], str | None]:
+        run = await rag.prepare(query, top_k, max_tokens, history, deadline, filter)
         extra = {"min_tokens": min(min_tokens, max_tokens)} if min_tokens else {}
         agen = rag.generate(run, max_tokens, float(temperature), deadline, **extra)
         # the first token before answering, so an engine failure is a 503/504, not a broken 200 stream
@@ -263,7 +277,7 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
     async def rag_endpoint(req: RagRequest, request: Request):
         query = check_query(req.query)
         deadline = deadline_of(request)
-        args = (query, req.top_k, req.max_tokens, req.temperature, req.min_tokens)
+        args = (query, req.top_k, req.max_tokens, req.temperature, req.min_tokens, None, req.filter)
         if not req.stream:
             run, timings = await guarded(request, answer(deadline, *args))
             body = {"answer": "".join(run.gen.text), "sources": run.sources(), "timings": timings,
@@ -339,6 +353,13 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
             yield _sse("[DONE]")
 
         return ClosingStreamingResponse(events(), deadline, media_type="text/event-stream")
+
+    @app.get("/v1/models")
+    async def models():
+        # behind the API key like the other /v1 routes (the Guard answers 401 before this runs)
+        card = {"id": served_model_name, "object": "model", "created": created, "owned_by": "toolkit",
+                "root": served_model_name, "parent": None}
+        return JSONResponse({"object": "list", "data": [card]})
 
     @app.get("/healthz")
     async def healthz():

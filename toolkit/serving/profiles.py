@@ -40,11 +40,32 @@ class EngineSettings(StrictModel):
     extra_args: dict[str, Scalar] = Field(default_factory=dict)
 
 
+class SemanticCacheSettings(StrictModel):
+    """Optional paraphrase cache (:mod:`toolkit.serving.semantic_cache`); off by default, like every cache that
+    would make a before/after comparison measure the cache instead of the model."""
+
+    enabled: bool = Field(False, description="serve a query whose embedding is within `threshold` cosine of a "
+                          "cached query's from that query's retrieval")
+    threshold: float = Field(0.98, gt=0, le=1, description="cosine similarity for a hit; the default is the "
+                             "lowest threshold with <= 1% false hits on the paraphrase set with the cosine alone "
+                             "(python -m toolkit.evaluation.paraphrases, all-MiniLM-L6-v2, 2026-12-01: 0.7% false "
+                             "hits, 2.9% of paraphrases hit); another embedder needs its own measurement")
+    match_identifiers: bool = Field(False, description="a hit also needs both queries to name the same code "
+                                    "identifiers (json.dumps, snake_case, CamelCase, f()): neighbouring APIs "
+                                    "embed too close for the cosine alone")
+    size: int = Field(1024, ge=1, description="entries (least recently used evicted first)")
+    ttl_s: float | None = Field(3600, gt=0, description="seconds an entry is served; null: until evicted")
+    reuse_answers: bool = Field(False, description="also reuse the cached query's answer (temperature 0, no chat "
+                                "history, same max_tokens/min_tokens only); a false hit then serves a wrong "
+                                "answer, not just wrong context")
+
+
 class EndpointSettings(StrictModel):
     top_k: int = Field(5, ge=1, le=100)
     max_tokens: int = Field(64, ge=1)
     max_query_chars: int = Field(2000, ge=1)
     cache_size: int = Field(1024, ge=0, description="hot-query LRU entries (0 disables the cache)")
+    semantic_cache: SemanticCacheSettings = Field(default_factory=SemanticCacheSettings)
     max_concurrency: int = Field(32, ge=1, description="requests in flight beyond which the endpoint answers 429")
     request_timeout_s: float = Field(120, gt=0)
     api_key_env: str = Field("TOOLKIT_API_KEY", description="env var holding the API key; unset = no auth")

@@ -10,6 +10,7 @@ long retrieval never turns into an engine 400. Timings are milliseconds per stag
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ from typing import Any
 
 from toolkit.prompt import rag_messages
 from toolkit.retrieval.index import Hit, RetrievalIndex
-from toolkit.serving.cache import CacheEntry, QueryCache
+from toolkit.serving.cache import CacheEntry, QueryCache, filter_key
 from toolkit.serving.deadline import Deadline
 from toolkit.serving.engine_api import ChatEngine
 from toolkit.serving.llm import Generation
 from toolkit.serving.metrics import Metrics
 from toolkit.serving.profiles import EndpointSettings
+from toolkit.serving.semantic_cache import SemanticCache, SemanticEntry
 
 
 class PromptTooLong(Exception):
@@ -102,6 +104,8 @@ class RagRun:
     timings: dict[str, float] = field(default_factory=dict)
     gen: Generation = field(default_factory=Generation)
     t0: float = 0.0
+    semantic: SemanticEntry | None = None  # semantic-cache entry whose answers this run may reuse or fill
+    answer_cached: bool = False  # the answer was replayed from the semantic cache, not generated
 
     def sources(self) -> list[dict[str, Any]]:
         return [h.as_source() for h in self.hits]
@@ -122,42 +126,97 @@ class RagService:
                  prompt: PromptBuilder, metrics: Metrics) -> None:
         self.index, self.engine, self.settings, self.prompt, self.metrics = index, engine, settings, prompt, metrics
         self.cache = QueryCache(settings.cache_size)
+        sc = settings.semantic_cache
+        self.semantic = SemanticCache(sc.size, sc.threshold, sc.ttl_s, sc.match_identifiers) if sc.enabled else None
 
-    def retrieve(self, query: str, top_k: int) -> tuple[list[Hit], dict[str, float], bool]:
+    def retrieve(self, query: str, top_k: int, filter: dict[str, Any] | None = None
+                 ) -> tuple[list[Hit], dict[str, float], bool]:
         """Hits and ``{"embed","search"}`` ms; a cache hit costs neither (or only the search if k grew)."""
+        hits, timings, cached, _ = self.retrieve_entry(query, top_k, filter)
+        return hits, timings, cached
+
+    def retrieve_entry(self, query: str, top_k: int, filter: dict[str, Any] | None = None
+                       ) -> tuple[list[Hit], dict[str, float], bool, tuple[SemanticEntry, bool] | None]:
+        """:meth:`retrieve`, plus the semantic cache's entry for this query and whether it was a semantic hit
+        (None with the semantic cache off). Order: exact LRU, then (after embedding) the semantic cache, then
+        the search, whose result fills both. Both caches key on the filter: a filtered query is another
+        question than the unfiltered one."""
         timings = {"embed": 0.0, "search": 0.0}
-        entry = self.cache.get(self.index.version, query)
-        if entry is not None and entry.top_k >= top_k:
-            self.metrics.cache_hits.inc()
-            return entry.hits[:top_k], timings, True
-        if entry is not None:  # cached embedding, k grew: search again
+        fkey = filter_key(filter)
+        entry = self.cache.get(self.index.version, query, fkey)
+        if entry is not None:  # an exact hit: the cached embedding, and the hits when k did not grow
             self.metrics.cache_hits.inc()
             vec = entry.embedding
+            if entry.top_k >= top_k and self.semantic is None:
+                return entry.hits[:top_k], timings, True, None
         else:
             self.metrics.cache_misses.inc()
             t = time.perf_counter()
             vec = self.index.embed(query)
             timings["embed"] = (time.perf_counter() - t) * 1000
+        if self.semantic is not None:
+            # a paraphrase (or the query itself, cosine 1): its retrieval, no search
+            if match := self.semantic.lookup(self.index.version, vec, top_k, fkey, query):
+                return match.entry.hits[:top_k], timings, True, (match.entry, True)
+            if entry is not None and entry.top_k >= top_k:  # aged out of the semantic cache only: refill it
+                sem = self.semantic.put(self.index.version, query, vec, entry.hits, entry.top_k, fkey)
+                return entry.hits[:top_k], timings, True, (sem, False)
         t = time.perf_counter()
-        hits = self.index.search_vector(vec, top_k)
+        hits = self.index.search_vector(vec, top_k, filter)  # the filter applies inside the search
         timings["search"] = (time.perf_counter() - t) * 1000
-        self.cache.put(self.index.version, query, CacheEntry(vec, hits, top_k))
-        return hits, timings, entry is not None
+        self.cache.put(self.index.version, query, CacheEntry(vec, hits, top_k), fkey)
+        if self.semantic is None:
+            return hits, timings, entry is not None, None
+        return hits, timings, entry is not None, (self.semantic.put(self.index.version, query, vec, hits, top_k,
+                                                                    fkey), False)
 
     async def prepare(self, query: str, top_k: int, max_tokens: int,
-                      history: list[dict[str, str]] | None = None, deadline: Deadline | None = None) -> RagRun:
-        """Retrieve and build the prompt within ``deadline`` (default: the endpoint's ``request_timeout_s``)."""
+                      history: list[dict[str, str]] | None = None, deadline: Deadline | None = None,
+                      filter: dict[str, Any] | None = None) -> RagRun:
+        """Retrieve (only chunks matching ``filter``, if given) and build the prompt within ``deadline`` (default:
+        the endpoint's ``request_timeout_s``)."""
         deadline = deadline or Deadline(self.settings.request_timeout_s)
         t0 = time.perf_counter()
         # on time-out the worker thread finishes on its own (threads cannot be cancelled); its result is dropped
         async with deadline.limit("retrieving context"):
-            hits, timings, cached = await asyncio.to_thread(self.retrieve, query, top_k)
+            hits, timings, cached, sem = await asyncio.to_thread(self.retrieve_entry, query, top_k, filter)
         t = time.perf_counter()
         messages, used = self.prompt.build(query, hits, max_tokens, history)
         timings["prompt"] = (time.perf_counter() - t) * 1000
         deadline.check("building the prompt")
-        return RagRun(hits, messages, cached, used, timings, t0=t0)
+        # an answer depends on the chat history too: only history-free runs share answers
+        return RagRun(hits, messages, cached, used, timings, t0=t0, semantic=sem[0] if sem and not history else None)
 
     def generate(self, run: RagRun, max_tokens: int, temperature: float, deadline: Deadline | None = None,
                  **extra: Any) -> AsyncIterator[str]:
-        return self.engine.stream_chat(run.messages, max_tokens, temperature, run.gen, deadline, **extra)
+        """The engine's stream; with ``semantic_cache.reuse_answers``, a greedy (temperature 0) run replays the
+        answer its semantic entry holds for the same generation settings, or stores the one it generates."""
+        reuse = run.semantic is not None and self.settings.semantic_cache.reuse_answers and temperature == 0
+        key = json.dumps({"max_tokens": max_tokens, **extra}, sort_keys=True, default=str)
+        if reuse and (answer := run.semantic.answers.get(key)) is not None:
+            run.answer_cached = True
+            return self._replay(run, answer)
+        stream = self.engine.stream_chat(run.messages, max_tokens, temperature, run.gen, deadline, **extra)
+        return self._fill(run, key, stream) if reuse else stream
+
+    @staticmethod
+    async def _replay(run: RagRun, answer: dict[str, Any]) -> AsyncIterator[str]:
+        t0 = time.perf_counter()
+        run.gen.completion_tokens, run.gen.finish_reason = answer["completion_tokens"], answer["finish_reason"]
+        for piece in answer["pieces"]:
+            if not run.gen.text:
+                run.gen.ttft_ms = (time.perf_counter() - t0) * 1000
+            run.gen.text.append(piece)
+            yield piece
+        run.gen.total_ms = (time.perf_counter() - t0) * 1000
+
+    async def _fill(self, run: RagRun, key: str, agen: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for piece in agen:
+                yield piece
+        finally:
+            await agen.aclose()  # a consumer that stops early closes us; close the engine stream with us
+        if run.gen.finish_reason in ("stop", "length"):  # only whole answers are reused
+            self.semantic.put_answer(run.semantic, key, {"pieces": list(run.gen.text), "finish_reason":
+                                                         run.gen.finish_reason,
+                                                         "completion_tokens": run.gen.completion_tokens})

@@ -1,0 +1,113 @@
+"""Optimize recipes, command-line overrides, the search space and the trial store: bad input is one line naming
+the field or file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import yaml
+
+from toolkit.errors import ToolkitError
+from toolkit.optimize.cli import overrides
+from toolkit.optimize.recipe import (
+    MIN_BUDGET_S,
+    load_optimize_recipe,
+    parse_budget,
+    parse_quality,
+)
+from toolkit.optimize.space import Config, configs, stack_key
+from toolkit.optimize.trials import TrialStore
+from toolkit.paths import RECIPES_DIR
+
+DEFAULT = RECIPES_DIR / "optimize" / "default.yaml"
+
+
+def write(tmp_path, data) -> str:
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+def test_the_default_recipe_loads_and_its_header_shows_the_make_line():
+    r = load_optimize_recipe(DEFAULT)
+    assert r.budget_s == 3600 and r.quality.ppl_increase == pytest.approx(0.03) and r.quality.f1_drop == 0.02
+    text = DEFAULT.read_text()
+    assert "make optimize MODEL=" in text.split("\nname:")[0]
+    # every axis says what it searches, on its own line
+    lines = {line.split(":")[0].strip(): line for line in text.splitlines() if not line.startswith("#")}
+    for axis in type(r.space).model_fields:
+        assert "#" in lines[axis], axis
+
+
+@pytest.mark.parametrize("text,seconds", [("60m", 3600), ("90s", 90), ("1.5h", 5400), ("2", 120), ("10 min", 600)])
+def test_budgets(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text,msg", [("soon", "not a duration"), ("30s", "too small for one trial")])
+def test_bad_budgets(text, msg):
+    with pytest.raises(ToolkitError, match=msg):
+        parse_budget(text)
+    assert MIN_BUDGET_S == 60
+
+
+@pytest.mark.parametrize("data,field", [
+    ({"name": "x", "space": {"variants": ["m"], "max_num_seq": [1]}}, "space.max_num_seq"),  # unknown knob
+    ({"name": "x", "space": {"variants": ["m"]}, "axis": 1}, "axis"),
+    ({"name": "x", "space": {"variants": []}}, "space.variants"),
+    ({"name": "x", "space": {"variants": ["m"], "top_k": [0]}}, "space.top_k"),
+    ({"name": "x", "space": {"variants": ["m"], "max_num_seqs": [4, 4]}}, "space.max_num_seqs"),
+    ({"name": "x", "space": {"variants": ["m"]}, "budget": "10s"}, "budget"),
+    ({"name": "x", "space": {"variants": ["m"]}, "quality": {"ppl_increase": "lots"}}, "quality.ppl_increase"),
+    ({"name": "a/b", "space": {"variants": ["m"]}}, "name"),
+])
+def test_bad_recipes_name_the_field(tmp_path, data, field):
+    path = write(tmp_path, data)
+    with pytest.raises(ToolkitError) as e:
+        load_optimize_recipe(path)
+    assert f"field '{field}'" in str(e.value) and path in str(e.value) and "\n" not in str(e.value)
+
+
+def test_command_line_overrides_win_and_are_validated(tmp_path):
+    path = write(tmp_path, {"name": "x", "space": {"variants": ["m"]}})
+    args = argparse.Namespace(model="a, b", slo="e2e_p95:2000", quality="f1_drop:0.05,ppl_increase:10%",
+                              budget="5m", index=None, name=None)
+    r = load_optimize_recipe(path, overrides(args))
+    assert r.space.variants == ["a", "b"] and r.slo == "e2e_p95:2000" and r.budget_s == 300
+    assert r.quality.f1_drop == 0.05 and r.quality.ppl_increase == pytest.approx(0.10)
+    with pytest.raises(ToolkitError, match="--quality: 'f1:0.1'"):
+        parse_quality("f1:0.1")
+    with pytest.raises(ToolkitError, match="budget"):
+        load_optimize_recipe(path, overrides(argparse.Namespace(model=None, slo=None, quality=None, budget="1s",
+                                                                index=None, name=None)))
+
+
+def test_space_is_every_combination_baseline_first_and_top_k_shares_a_stack(tmp_path):
+    r = load_optimize_recipe(write(tmp_path, {"name": "x", "space": {
+        "variants": ["m1", "m2"], "max_num_seqs": [None, 4], "top_k": [5, 3]}}))
+    cs = configs(r.space)
+    assert len(cs) == 8 and cs[0] == Config("m1", None, False, None, 5)
+    assert len({c.id for c in cs}) == 8 and len({stack_key(c) for c in cs}) == 4
+    assert Config("m1", 4, True, 512, 3).label() == "m1 seqs=4 prefix=on batched=512 top_k=3"
+
+
+def test_trial_store_round_trips_and_refuses_another_context(tmp_path):
+    store = TrialStore(tmp_path / "opt")
+    store.check_context({"slo": {"e2e_ms": 2000.0}})
+    store.check_context({"slo": {"e2e_ms": 2000.0}})  # the same: fine
+    store.save_trial({"rung": 1, "config_id": "abc", "status": "done", "value": 4})
+    store.save_screen({"variant": "m1", "ppl": 12.0})
+    assert store.trials() == {(1, "abc"): {"rung": 1, "config_id": "abc", "status": "done", "value": 4}}
+    assert store.screen("m1")["ppl"] == 12.0 and store.screen("m2") is None
+    store.save_trial({"rung": 0, "config_id": "abc", "status": "done", "value": 2, "f1": 0.4})
+    assert store.trials()[(1, "abc")]["f1"] == 0.4  # rung 1 carries the rung-0 F1
+    (tmp_path / "opt" / "trials" / "r0-abc.json").unlink()
+    assert not list((tmp_path / "opt" / "trials").glob("*.tmp*"))
+    with pytest.raises(ToolkitError, match=r"other settings \(slo\)"):
+        store.check_context({"slo": {"e2e_ms": 1000.0}})
+    (tmp_path / "opt" / "trials" / "r0-bad.json").write_text("{not json")
+    with pytest.raises(ToolkitError, match="r0-bad.json: unreadable trial record"):
+        store.trials()
+    assert json.loads((tmp_path / "opt" / "trials" / "context.json").read_text()) == {"slo": {"e2e_ms": 2000.0}}

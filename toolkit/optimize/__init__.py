@@ -1,0 +1,1 @@
+"""``toolkit optimize``: the fastest RAG configuration within a latency SLO and a quality budget (issue 17)."""

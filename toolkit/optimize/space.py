@@ -1,0 +1,95 @@
+"""The search space: one :class:`Config` per combination of the recipe's axes, and the serve profile of each.
+
+Knobs split by what changing them costs. ``top_k`` is sent with every request (``/v1/rag``'s ``top_k``), so
+configurations differing only in it share one running stack (:func:`stack_key`); the variant and the engine
+knobs need an engine restart. The baseline is the first value of every axis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.optimize.recipe import OptimizeRecipe, Space
+
+
+@dataclass(frozen=True)
+class Config:
+    variant: str
+    max_num_seqs: int | None = None
+    enable_prefix_caching: bool = False
+    max_num_batched_tokens: int | None = None
+    top_k: int = 5
+
+    @property
+    def id(self) -> str:
+        """Stable short id of the configuration (its trial files are named after it)."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        """``reference-w8a8 seqs=4 prefix=on top_k=3``: only the knobs that are set."""
+        parts = [Path(self.variant).name]
+        if self.max_num_seqs is not None:
+            parts.append(f"seqs={self.max_num_seqs}")
+        if self.enable_prefix_caching:
+            parts.append("prefix=on")
+        if self.max_num_batched_tokens is not None:
+            parts.append(f"batched={self.max_num_batched_tokens}")
+        parts.append(f"top_k={self.top_k}")
+        return " ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def configs(space: Space) -> list[Config]:
+    """Every combination, baseline first (``itertools.product`` keeps the first value of each axis first)."""
+    return [Config(str(v), s, p, b, k) for v, s, p, b, k in itertools.product(
+        space.variants, space.max_num_seqs, space.enable_prefix_caching, space.max_num_batched_tokens, space.top_k)]
+
+
+def stack_key(c: Config) -> tuple[Any, ...]:
+    """What needs its own engine start: everything but ``top_k``."""
+    return (c.variant, c.max_num_seqs, c.enable_prefix_caching, c.max_num_batched_tokens)
+
+
+def serve_profile(recipe: OptimizeRecipe, suite, c: Config, out_dir: Path, for_serving: bool = False) -> Path:
+    """Write the serve profile of ``c``: the recipe's base profile (or the device default) with the suite's
+    measurement settings (:func:`toolkit.evaluation.cli.eval_profile`: hot-query cache off, extra vLLM flags),
+    then this configuration's knobs. ``for_serving``: also name the checkpoint in ``model`` so that
+    ``make serve PROFILE=...`` serves it unchanged."""
+    import yaml
+
+    from toolkit.atomic import atomic_write_text
+    from toolkit.config import dump_recipe
+    from toolkit.evaluation.cli import eval_profile
+    from toolkit.optimize.recipe import repo_path
+    from toolkit.paths import REPO_ROOT
+    from toolkit.serving.profiles import load_profile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = eval_profile(str(repo_path(recipe.profile)) if recipe.profile else None, suite, out_dir)
+    prof = load_profile(base)
+    base.unlink()
+    e = prof.engine
+    e.enable_prefix_caching = c.enable_prefix_caching
+    if c.max_num_seqs is not None:
+        e.max_num_seqs = c.max_num_seqs
+    extra = dict(e.extra_args)
+    if c.max_num_batched_tokens is not None:
+        extra["max_num_batched_tokens"] = c.max_num_batched_tokens
+    e.extra_args = extra
+    prof.endpoint.top_k = c.top_k
+    header = ""
+    path = out_dir / ("profile.yaml" if for_serving else f"profile-{c.id}.yaml")
+    if for_serving:
+        variant = repo_path(c.variant).resolve()
+        prof.model = str(variant.relative_to(REPO_ROOT)) if variant.is_relative_to(REPO_ROOT) else str(variant)
+        header = (f"# Chosen by `toolkit optimize` ({recipe.name}): {c.label()}.\n# Serve it unchanged with "
+                  f"`make serve PROFILE={path}`; measured with the hot-query cache off (cache_size 0).\n")
+    atomic_write_text(path, header + yaml.safe_dump(dump_recipe(prof), sort_keys=False))
+    return path
