@@ -308,23 +308,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so the stack is stopped
-
-
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    from toolkit.cli import run_guarded
 
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return run(args)
-    except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_guarded(run, build_parser().parse_args(argv))  # SIGTERM unwinds, so the stack is stopped
 
 
 if __name__ == "__main__":

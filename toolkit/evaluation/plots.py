@@ -21,7 +21,7 @@ BAND_COLOUR = "#cfe3f5"  # the zero-effect band; used nowhere else, so a screens
 STAGE_PARTS = ("embed", "search", "prompt", "llm_ttft", "generation", "endpoint other", "client/HTTP")
 
 
-def _figure(width: float = 7.5, height: float = 3.6):
+def new_figure(width: float = 7.5, height: float = 3.6):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +31,7 @@ def _figure(width: float = 7.5, height: float = 3.6):
     return plt, fig, ax
 
 
-def _png(plt, fig) -> bytes:
+def png_bytes(plt, fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -53,7 +53,7 @@ def stage_bars(c: Comparison) -> bytes | None:
     if c.headline_point is None:
         return None
     served = [e for e in c.entries if e.point(c.headline_point)]  # quality-only reports have no points
-    plt, fig, ax = _figure(height=0.7 * len(served) + 1.8)
+    plt, fig, ax = new_figure(height=0.7 * len(served) + 1.8)
     labels = [e.label for e in served]
     left = [0.0] * len(labels)
     colors = plt.get_cmap("tab10").colors
@@ -65,7 +65,7 @@ def stage_bars(c: Comparison) -> bytes | None:
     ax.set_title("Where the time goes")
     ax.invert_yaxis()
     ax.legend(fontsize=7, ncol=4, loc="lower center", bbox_to_anchor=(0.5, 1.08))
-    return _png(plt, fig)
+    return png_bytes(plt, fig)
 
 
 def latency_cdf(c: Comparison) -> bytes | None:
@@ -89,7 +89,7 @@ def latency_cdf(c: Comparison) -> bytes | None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("share of requests")
     axes[0][-1].legend(fontsize=7)
-    return _png(plt, fig)
+    return png_bytes(plt, fig)
 
 
 def _colours(c: Comparison) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def pareto_axes(c: Comparison):
     pts = {k: v for k, v in xs.items() if quality_score(by_label[k]) is not None}
     if not pts:
         return None
-    plt, fig, ax = _figure(height=4.2)
+    plt, fig, ax = new_figure(height=4.2)
     colours = _colours(c)
     max_load = axis.startswith("max load")
     base_f1 = quality_score(c.baseline)
@@ -155,7 +155,7 @@ def pareto_axes(c: Comparison):
 
 def pareto_plot(c: Comparison) -> bytes | None:
     made = pareto_axes(c)
-    return None if made is None else _png(made[0], made[1])
+    return None if made is None else png_bytes(made[0], made[1])
 
 
 def goodput_bars(c: Comparison) -> bytes | None:
@@ -169,7 +169,7 @@ def goodput_bars(c: Comparison) -> bytes | None:
         return None
     has_slo = any(p.slo is not None for e in served for p in e.report.latency.points)
     key = "slo.goodput_req_s" if has_slo else "throughput.req_s"
-    plt, fig, ax = _figure(height=4.2)
+    plt, fig, ax = new_figure(height=4.2)
     colours = _colours(c)
     width = 0.8 / len(served)
     reps = 1
@@ -200,19 +200,19 @@ def goodput_bars(c: Comparison) -> bytes | None:
     ax.text(0.99, 0.98, note, transform=ax.transAxes, ha="right", va="top", fontsize=7, color="#555")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="lower right")
-    return _png(plt, fig)
+    return png_bytes(plt, fig)
 
 
 def size_bars(c: Comparison) -> bytes | None:
     sizes = {e.label: e.report.resources.size_on_disk_bytes for e in c.entries}
     if all(v is None for v in sizes.values()):
         return None
-    plt, fig, ax = _figure(height=0.5 * len(sizes) + 1.6)
+    plt, fig, ax = new_figure(height=0.5 * len(sizes) + 1.6)
     ax.barh(list(sizes), [(v or 0) / 2**20 for v in sizes.values()], color="tab:blue")
     ax.invert_yaxis()
     ax.set_xlabel("model size on disk (MiB)")
     ax.set_title("Size on disk")
-    return _png(plt, fig)
+    return png_bytes(plt, fig)
 
 
 def all_figures(c: Comparison) -> dict[str, bytes]:

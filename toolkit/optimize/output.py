@@ -28,12 +28,12 @@ def pareto_png(result: Mapping[str, Mapping[str, Any]], on_front: list[str], win
                unit: str) -> bytes | None:
     """Scatter of every measured configuration: max load under the SLO (x) vs QA F1 (y), the front dashed, the
     winner starred. Uses the compare figures' canvas helpers (:mod:`toolkit.evaluation.plots`)."""
-    from toolkit.evaluation.plots import _figure, _png
+    from toolkit.evaluation.plots import new_figure, png_bytes
 
     pts = {c: r for c, r in result.items() if r["record"] is not None and r["record"].get("status") == "done"}
     if not pts:
         return None
-    plt, fig, ax = _figure(height=4.2)
+    plt, fig, ax = new_figure(height=4.2)
     for c, r in pts.items():
         rec = r["record"]
         x, y = rec.get("value") or 0.0, rec.get("f1") or 0.0
@@ -50,7 +50,7 @@ def pareto_png(result: Mapping[str, Mapping[str, Any]], on_front: list[str], win
     ax.set_ylabel("QA token F1 (rung 0)")
     ax.set_title("toolkit optimize: quality vs max load (x = no load met the SLO)")
     ax.grid(alpha=0.3)
-    return _png(plt, fig)
+    return png_bytes(plt, fig)
 
 
 def _f1(trials: Mapping[tuple[int, str], Mapping[str, Any]], cid: str) -> float | None:
