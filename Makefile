@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 opt = $(if $(2),$(1) $(2))
 
 .PHONY: help setup test reference quantize distill precision index serve eval compare demo env \
-        bench-quantize bench-distill bench-serve bench-eval bench-ab bench-crosscheck gpu-check optimize clean
+        bench-quantize bench-distill bench-serve bench-eval bench-ab bench-crosscheck setup-llamacpp bench-engines gpu-check optimize clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -72,6 +72,12 @@ bench-ab: setup  ## interleaved A/B ratio: make bench-ab A=<baseline dir> B=<var
 
 bench-crosscheck: setup  ## the endpoint measured by the toolkit's load generator and vLLM's bench client, interleaved
 	$(PY) -m toolkit.evaluation.crosscheck $(call opt,--model,$(MODEL)) $(call opt,--index,$(INDEX)) $(BENCH_ARGS)
+
+setup-llamacpp:  ## opt-in: build llama.cpp's llama-server + llama-quantize into build/llamacpp (~10-14 min on 2 cores)
+	@bash scripts/setup_llamacpp.sh
+
+bench-engines: setup setup-llamacpp  ## vLLM vs llama.cpp (F16/Q8_0/Q4_K_M exports, shipped Q4_1) on one suite [SUITE=..] [INDEX=<dir>]
+	$(PY) -m toolkit.engine.bench_engines $(call opt,--model,$(MODEL)) $(call opt,--index,$(INDEX)) $(call opt,--suite,$(SUITE)) $(call opt,--repeats,$(REPEATS)) $(call opt,--slo,$(SLO)) $(BENCH_ARGS)
 
 gpu-check:  ## CUDA evidence (matmul TF32/BF16/FP16/FP8, SDPA, exact search, GPTQ); says so and exits 0 without CUDA
 	$(if $(wildcard $(PY)),$(PY),python3) scripts/gpu_check.py $(BENCH_ARGS)

@@ -58,13 +58,17 @@ model_packages() {
 }
 
 system_packages() {
-  # Headless Chromium renders compare.html in the report test (Debian package; CI runs as root).
-  command -v chromium >/dev/null 2>&1 && return
+  # Debian packages (CI runs as root): headless Chromium renders compare.html in the report test;
+  # redis-server backs the shared query cache in tests/serving/test_redis_cache.py (started on a free port).
+  local missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  [ ${#missing[@]} -eq 0 ] && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing Debian package chromium (headless HTML report check) ..."
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "[setup] installing Debian package(s) ${missing[*]} (HTML report check, Redis cache tests) ..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "[setup] warning: chromium missing; install it (apt-get install chromium) for tests/evaluation" >&2
+    echo "[setup] warning: ${missing[*]} missing; install (apt-get install ${missing[*]}) for tests/evaluation" >&2
   fi
 }
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("toolkit.distill.cli", "distill a smaller student from a teacher (black- or white-box)"),
     "precision": ("toolkit.precision.cli", "measure numeric formats on this hardware and pick the fastest"),
     "index": ("toolkit.retrieval.cli", "build or inspect a FAISS/Milvus retrieval index"),
+    "export-gguf": ("toolkit.engine.gguf_export", "export a checkpoint (or package a .gguf) for llama.cpp: f16, q8_0, q4_k_m"),
     "serve": ("toolkit.serving.cli", "start vLLM and the RAG endpoint in front of it"),
     "eval": ("toolkit.evaluation.cli", "measure quality and end-to-end RAG latency of one model variant"),
     "compare": ("toolkit.evaluation.compare_cli", "compare eval reports side by side, with release gates"),

@@ -65,12 +65,22 @@ def load_causal_lm(path_or_id: str | Path, dtype: Any = "auto", device: str | No
 
     name = resolve_model(path_or_id)
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **_gguf_kwargs(name))
     except (OSError, ValueError) as exc:
         raise ToolkitError(f"{name}: cannot load as a causal LM ({str(exc).splitlines()[0]})") from None
     if device:
         model.to(device)
     return model.eval()
+
+
+def _gguf_kwargs(name: str) -> dict[str, str]:
+    """``{"gguf_file": f}`` for a GGUF model directory (``toolkit export-gguf``: one ``.gguf``, no safetensors or
+    ``.bin`` weights), so transformers dequantizes the very weights llama.cpp serves; ``{}`` otherwise."""
+    d = Path(name)
+    if not d.is_dir() or any(d.glob("*.safetensors")) or any(d.glob("*.bin")):
+        return {}
+    ggufs = sorted(d.glob("*.gguf"))
+    return {"gguf_file": ggufs[0].name} if len(ggufs) == 1 else {}
 
 
 def stored_dtype(path_or_id: str | Path) -> torch.dtype:

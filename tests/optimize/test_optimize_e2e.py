@@ -55,6 +55,7 @@ search:
   rungs: 2
   repeats: [1, 2]
   max_load: {{start: 1, limit: 2, requests: 2, budget_s: 60}}
+confirm: {{pairs: 2, requests: 2}}
 """)
     out = d / "out"
     first = toolkit_cli("optimize", "--recipe", d / "recipe.yaml", "--output", out)
@@ -62,7 +63,8 @@ search:
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("*.json")}
     again = toolkit_cli("optimize", "--recipe", d / "recipe.yaml", "--output", out)
     assert again.returncode == 0, again.stderr[-3000:]
-    return {"out": out, "first": first, "again": again, "mtimes": mtimes, "model": tiny_llama}
+    return {"out": out, "first": first, "again": again, "mtimes": mtimes, "model": tiny_llama, "dir": d,
+            "index": small_index}
 
 
 def test_trial_records_cover_both_configurations_and_the_promoted_one(optimized):
@@ -108,7 +110,53 @@ def test_summary_profile_and_verdict(optimized):
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     verdict = (out / "verdict.md").read_text()
     assert verdict.startswith(f"Chosen: {winner['label']}: max load 2 concurrent requests")
-    assert "Not confirmed by an interleaved A/B run" in verdict and "complete" in summary["stopped"]
+    assert "complete" in summary["stopped"]
+    # the tie between the two configurations is broken by their ids (hashes of a temporary path): either may win
+    if summary["winner"] == summary["baseline"]:
+        assert "that is the baseline configuration" in verdict and summary["confirmation"] is None
+    else:
+        assert ("Confirmed by an interleaved run" in verdict) == summary["confirmation"]["reproduced"]
+        assert (out / "finalists" / "compare" / "compare.html").is_file()
+
+
+def test_confirmation_runs_both_configurations_interleaved_and_writes_compare(optimized, tmp_path):
+    """Whichever configuration won, confirm top_k 2 against top_k 1 (one engine serves both)."""
+    from rich.console import Console
+
+    from toolkit.evaluation.quality import read_qa
+    from toolkit.evaluation.report import read_report
+    from toolkit.evaluation.suite import load_suite
+    from toolkit.optimize.confirm import confirm, phrase
+    from toolkit.optimize.recipe import load_optimize_recipe
+    from toolkit.optimize.space import configs
+    from toolkit.optimize.trials import TrialStore
+
+    d = optimized["dir"]
+    recipe = load_optimize_recipe(d / "recipe.yaml")
+    suite = load_suite(d / "suite.yaml")
+    base, win = configs(recipe.space)
+    store = TrialStore(optimized["out"])
+    records = {cid: rec for (rung, cid), rec in sorted(store.trials().items())}  # deepest rung last wins
+    store = TrialStore(tmp_path)  # the confirmation record goes here, not into the fixture's search
+    slo = {"e2e_ms": 60000.0, "percentile": 95.0}
+    rows = read_qa(d / "qa.jsonl", "test", None)
+    result = confirm(recipe, suite, slo, optimized["index"], base, win, records, rows, store, tmp_path,
+                     str(d / "suite.yaml"), {}, Console(stderr=True))
+    assert result["claim"]["winner_load"] == result["claim"]["baseline_load"] == 2
+    assert len(result["runs"][2]) == 8 and [x["side"] for x in result["runs"][2][:4]] == ["a", "b", "b", "a"]
+    assert all(len(x["records"]) == 2 and not x["summary"]["errors"] for x in result["runs"][2])
+    assert result["checks"] == {"winner_meets_at_its_load": True, "baseline_meets_at_its_load": True,
+                                "baseline_misses_at_winner_load": None}  # a 60 s SLO; equal loads: no miss claimed
+    assert len(result["round_ratios"]) == 2 and result["goodput_ratio"]["n"] == 2
+    saved = json.loads((tmp_path / "trials" / f"confirm-{win.id}-{base.id}.json").read_text())
+    assert saved["reproduced"] == result["reproduced"] and "runs" not in saved
+    for name in ("baseline", "winner"):
+        report = read_report(tmp_path / "finalists" / f"{name}.json")
+        assert [p.name for p in report.latency.points] == ["maxload-c2"] and report.latency.points[0].requests == 8
+    html = (tmp_path / "finalists" / "compare" / "compare.html").read_text()
+    assert win.label() in html and base.label() in html
+    assert phrase(result, "concurrent requests").startswith(("Confirmed by an interleaved run (2 requests per run)",
+                                                             "NOT reproduced by the interleaved run"))
 
 
 def test_a_rerun_loads_the_trials_and_runs_none(optimized):

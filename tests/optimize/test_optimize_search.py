@@ -167,5 +167,56 @@ def test_verdict_states_the_ratio_to_the_baseline_and_that_it_is_unconfirmed():
     text = verdict(result, "fast", "base", trials, None, "concurrent requests", "complete")
     assert text.startswith("Chosen: fast: max load 5 concurrent requests under the SLO (rung 1, median of 2")
     assert "2.50x the baseline's 2 (measured at rung 0)" in text and "F1 -0.020 vs the baseline" in text
-    assert text.endswith("Not confirmed by an interleaved A/B run (left for a later version).")
+    assert "Not confirmed by an interleaved run" in text and text.endswith("Search: complete.")
     assert front(result) == ["base", "fast"]  # base: lower load but better F1, so both are on the front
+
+
+def _point(meets, goodput=1.0):
+    return {"slo": {"meets": meets, "goodput_req_s": goodput}}
+
+
+def test_confirmation_judges_each_claim_and_the_ratio_interval():
+    from toolkit.optimize.confirm import claim, judge
+
+    def searched(value, goodputs):  # one max-load search per goodput, each with a trial at the max load
+        return {"value": value, "rung": 1, "max_loads": [{"trials": [
+            {"load": value, "slo": {"goodput_req_s": g}}, {"load": value + 1, "slo": {"goodput_req_s": 0.1}}]}
+            for g in goodputs]}
+
+    said = claim(searched(6, [1.5, 1.7, 1.6]), searched(3, [1.0]))
+    assert said["load_ratio"] == 2.0 and said["goodput_ratio"] == pytest.approx(1.6)
+    good = {("a", 3): _point(True), ("a", 6): _point(False), ("b", 6): _point(True), ("b", 3): _point(True)}
+    ok = judge(said, good, [1.5, 1.7, 1.6])
+    assert ok["reproduced"] and ok["claimed_within_interval"] and ok["failed"] == []
+    assert ok["goodput_ratio"]["ci_low"] < 1.6 < ok["goodput_ratio"]["ci_high"]
+    off = judge(said, good, [1.1, 1.12, 1.09])  # a tight interval far below the claim
+    assert not off["reproduced"] and off["claimed_within_interval"] is False
+    missed = judge(said, {**good, ("b", 6): _point(False), ("a", 6): _point(True)}, [1.5, 1.7, 1.6])
+    assert missed["failed"] == ["winner_meets_at_its_load", "baseline_misses_at_winner_load"]
+    assert not missed["reproduced"]
+    same = claim(searched(4, [1.0]), searched(4, [1.0]))  # equal loads: no "baseline misses" claim to check
+    assert judge(same, {("a", 4): _point(True), ("b", 4): _point(True)}, [1.0, 1.1])["checks"][
+        "baseline_misses_at_winner_load"] is None
+
+
+def test_when_nothing_meets_the_slo_the_verdict_names_the_binding_metric_and_the_closest():
+    from toolkit.optimize.output import binding, verdict
+
+    def missed(cid, e2e, ttft, f1=0.5):
+        trial = {"load": 1, "slo": {"percentile": 95.0, "thresholds": {"e2e_ms": 2000.0, "ttft_ms": 800.0},
+                                    "at_percentile": {"e2e_ms": e2e, "ttft_ms": ttft}}}
+        return {**rec(None, f1=f1, cid=cid), "max_loads": [{"trials": [trial]}], "values": [0.0]}
+
+    trials = {(0, "a"): missed("a", 3000.0, 700.0), (0, "b"): missed("b", 2200.0, 900.0),
+              (0, "c"): missed("c", 5000.0, 500.0), (0, "d"): missed("d", 4000.0, 400.0),
+              (0, "e"): {**rec(4.0, f1=0.1, cid="e"), "values": [4.0]}}
+    assert binding(trials[(0, "b")])["metric"] == "ttft_ms"  # +12.5% beats e2e's +10%
+    assert binding(trials[(0, "a")]) == {"metric": "e2e_ms", "load": 1, "overshoot": 0.5, "value": 3000.0,
+                                         "threshold": 2000.0, "percentile": 95.0}
+    result = outcome(list("abcde"), {}, trials, 1, 2, 0.4)
+    text = verdict(result, None, "a", trials, 0.4, "concurrent requests", "complete")
+    assert text.startswith("No configuration met the SLO within the quality budget: met the SLO but not the "
+                           "quality budget: e (4 concurrent requests, F1 0.100 below the quality floor 0.400")
+    closest = text.split("closest: ", 1)[1]
+    assert closest.index("b: ttft") < closest.index("a: e2e") < closest.index("d: e2e")  # +12%, +50%, +100%
+    assert "c: e2e" not in closest and "(+12%)" in closest  # only the 3 closest

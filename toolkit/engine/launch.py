@@ -1,4 +1,7 @@
-"""Starting vLLM from the main environment: the one place that builds its command line and its environment.
+"""Starting the engines from the main environment: the one place that builds their command lines and environment.
+
+vLLM runs as ``python -m`` in ``.venv-vllm`` (:func:`vllm_command`); llama.cpp's tools are the executables
+``make setup-llamacpp`` builds into :data:`LLAMACPP_DIR` (:func:`llamacpp_command`, :func:`llamacpp_env`).
 
 Both kinds of engine process go through here: offline jobs (:func:`toolkit.engine.client.run_offline`) and
 the OpenAI server (:class:`toolkit.serving.engine.EngineProcess`). The child's environment is a *copy* of
@@ -26,6 +29,9 @@ from toolkit.paths import REPO_ROOT, vllm_python
 # and tokenizers' thread pool fights vLLM's for the same cores.
 ENGINE_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
 PR_SET_PDEATHSIG = 1
+# llama-cpp-python's sdist vendors the llama.cpp that scripts/setup_llamacpp.sh builds; keep the two in step
+LLAMACPP_VERSION = "0.3.36"
+LLAMACPP_DIR = Path(os.environ.get("TOOLKIT_LLAMACPP_DIR", REPO_ROOT / "build" / "llamacpp" / LLAMACPP_VERSION))
 
 
 def vllm_command(module: str, *args: str) -> list[str]:
@@ -34,6 +40,21 @@ def vllm_command(module: str, *args: str) -> list[str]:
     if not python.exists():
         raise ToolkitError(f"{python}: serving environment missing; run `make setup`")
     return [str(python), "-m", module, *args]
+
+
+def llamacpp_command(tool: str, *args: str) -> list[str]:
+    """argv for a built llama.cpp tool (``llama-server``, ``llama-quantize``); not built: one line naming the
+    target that builds it. Run it with :func:`llamacpp_env` in ``env`` (it loads the libraries built beside it)."""
+    path = LLAMACPP_DIR / "bin" / tool
+    if not os.access(path, os.X_OK):
+        raise ToolkitError(f"{path}: llama.cpp is not built; run `make setup-llamacpp` (opt-in, ~10 min)")
+    return [str(path), *args]
+
+
+def llamacpp_env() -> dict[str, str]:
+    """Variables a llama.cpp tool needs on top of :func:`engine_env`: the shared libraries built beside it."""
+    lib = str(LLAMACPP_DIR / "bin")
+    return {"LD_LIBRARY_PATH": os.pathsep.join(filter(None, [lib, os.environ.get("LD_LIBRARY_PATH")]))}
 
 
 def engine_env(env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -199,25 +199,26 @@ def idle_check(stacks: dict[str, Any], seconds: float) -> dict[str, Any]:
             "load_avg_start": load0, "load_avg_end": list(os.getloadavg())}
 
 
-def measure_point(plan, stacks: dict[str, Any], setup: Setup, pairs: int, console) -> list[dict[str, Any]]:
-    """All runs of one load point in ABBA order: ``[{order, round, side, summary, records, idle_cpu_s, ...}]``."""
-    from toolkit.evaluation import loadgen
-
-    gen, load = setup.suite.generation, setup.suite.load
-    targets = {s: loadgen.Target("rag", st.url, gen.max_tokens, gen.temperature, gen.top_k) for s, st in stacks.items()}
+def interleave(stacks: dict[str, Any], labels: list[str], pairs: int, run_one, console, title: str = "",
+               detail: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """``pairs`` ABBA rounds over two running stacks (sides ``a``, ``b``): before each run a failure check and
+    :func:`settle`; ``run_one(side)`` measures one run and returns ``(summary, records)`` as
+    :func:`toolkit.evaluation.loadgen.run_point_sync` does; the idle side's CPU is read around it. Returns
+    ``[{order, round, side, variant, summary, records, idle_cpu_s, ...}]``. Used by :func:`measure_point` and by
+    ``toolkit optimize``'s confirmation run (two configurations, each at its own load)."""
     schedule = ab_stats.abba_schedule(pairs)
     runs = []
     for order, (rnd, side) in enumerate(schedule):
         for s, st in stacks.items():
             if why := st.failure():
-                raise ToolkitError(f"stack {setup.labels[SIDES.index(s)]} stopped: {why}")
+                raise ToolkitError(f"stack {labels[SIDES.index(s)]} stopped: {why}")
         settled = settle(stacks)
         idle = "b" if side == "a" else "a"
-        label = setup.labels[SIDES.index(side)]
-        console.print(f"[bold]{plan.name}[/] round {rnd + 1}/{pairs} run {order % 4 + 1}/4: {side.upper()} = {label}"
-                      f" ({plan.requests} requests, {plan.warmup} warm-up)")
+        label = labels[SIDES.index(side)]
+        console.print(f"[bold]{title}[/] round {rnd + 1}/{pairs} run {order % 4 + 1}/4: {side.upper()} = {label}"
+                      + (detail or {}).get(side, ""))
         cpu0, t0, load0 = tree_cpu_s(_pids(stacks[idle])), time.perf_counter(), list(os.getloadavg())
-        summary, records = loadgen.run_point_sync(targets[side], setup.requests, plan, load.timeout_s)
+        summary, records = run_one(side)
         wall = time.perf_counter() - t0  # warm-up included: the idle side's CPU counts whenever it competes
         idle_cpu = max(0.0, tree_cpu_s(_pids(stacks[idle])) - cpu0)
         if summary["errors"]:
@@ -227,6 +228,18 @@ def measure_point(plan, stacks: dict[str, Any], setup: Setup, pairs: int, consol
                      "idle_cpu_cores": idle_cpu / wall if wall > 0 else None, "settle_s": settled,
                      "load_avg": load0})
     return runs
+
+
+def measure_point(plan, stacks: dict[str, Any], setup: Setup, pairs: int, console) -> list[dict[str, Any]]:
+    """All runs of one load point in ABBA order (:func:`interleave`), both sides at the same point."""
+    from toolkit.evaluation import loadgen
+
+    gen, load = setup.suite.generation, setup.suite.load
+    targets = {s: loadgen.Target("rag", st.url, gen.max_tokens, gen.temperature, gen.top_k) for s, st in stacks.items()}
+    note = f" ({plan.requests} requests, {plan.warmup} warm-up)"
+    return interleave(stacks, setup.labels, pairs,
+                      lambda side: loadgen.run_point_sync(targets[side], setup.requests, plan, load.timeout_s),
+                      console, plan.name, {s: note for s in SIDES})
 
 
 def analyse(runs: list[dict[str, Any]], pairs: int, slo) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also search the highest load meeting the SLO (the suite's load.max_load settings)")
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     import subprocess
 
     try:
@@ -58,7 +58,7 @@ def _git_commit() -> str | None:
 def eval_profile(profile: str | None, suite, out_dir: Path) -> Path:
     """The serving profile the eval runs with: the user's (or the device default) with the suite's engine
     settings applied: prefix caching as the suite says, the hot-query cache off unless asked for (repeated
-    questions would otherwise skip embedding and search), extra vLLM flags added."""
+    questions would otherwise skip embedding and search), extra vLLM flags added (vLLM profiles only)."""
     import yaml
 
     from toolkit.config import dump_recipe
@@ -69,7 +69,9 @@ def eval_profile(profile: str | None, suite, out_dir: Path) -> Path:
     prof.engine.enable_prefix_caching = suite.engine.prefix_caching
     if not suite.engine.query_cache:
         prof.endpoint.cache_size = 0
-    prof.engine.extra_args = {**prof.engine.extra_args, **suite.engine.extra_args}
+    # the suite's extra_args are vLLM flags (e.g. enforce_eager); llama.cpp has none of them
+    if prof.engine.kind == "vllm":
+        prof.engine.extra_args = {**prof.engine.extra_args, **suite.engine.extra_args}
     path = out_dir / "eval-profile.yaml"
     atomic_write_text(path, yaml.safe_dump(dump_recipe(prof), sort_keys=False))
     return path
@@ -202,7 +204,7 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
                             gpu_memory_mb=served["peak_gpu_mb"],
                             note=note or (None if started or not_served else
                                           "external stack: start-up time and memory not measured")),
-        environment=Environment(hardware=hw, fingerprint=hardware_fingerprint(hw), git_commit=_git_commit(),
+        environment=Environment(hardware=hw, fingerprint=hardware_fingerprint(hw), git_commit=git_commit(),
                                 suite=SuiteInfo(name=suite.name, path=str(args.suite), sha256=suite.digest()),
                                 prefix_caching=suite.engine.prefix_caching, url=args.url, started_by_eval=started,
                                 created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

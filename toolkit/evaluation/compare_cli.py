@@ -59,18 +59,14 @@ def gates_from_args(args: argparse.Namespace):
     return Gates(allow_mismatch=args.allow_mismatch, **values)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from toolkit.evaluation.compare import compare
+def write_comparison(c, out) -> None:
+    """The figures, ``compare.md`` and ``compare.html`` of a :class:`~toolkit.evaluation.compare.Comparison`,
+    installed in ``out`` as one directory (a failed run leaves the previous one intact)."""
     from toolkit.evaluation.plots import all_figures
     from toolkit.evaluation.render import to_html, to_markdown
     from toolkit.manifest import atomic_dir
 
-    gates = gates_from_args(args)
-    c = compare(args.reports, baseline=args.baseline, gates=gates)
     figures = all_figures(c)
-    out = Path(args.output)
     with atomic_dir(out) as tmp:
         files = {}
         for name, png in figures.items():
@@ -78,6 +74,17 @@ def run(args: argparse.Namespace) -> int:
             files[name] = f"{name}.png"
         (tmp / "compare.md").write_text(to_markdown(c, files), encoding="utf-8")
         (tmp / "compare.html").write_text(to_html(c, figures), encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from toolkit.evaluation.compare import compare
+
+    gates = gates_from_args(args)
+    c = compare(args.reports, baseline=args.baseline, gates=gates)
+    out = Path(args.output)
+    write_comparison(c, out)
     for w in c.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(c.recommendation)

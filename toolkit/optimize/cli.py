@@ -32,6 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", help="retrieval index directory")
     parser.add_argument("--name", help="output name (artifacts/optimize/<name>/; default: the recipe's)")
     parser.add_argument("--output", help="output directory (default: artifacts/optimize/<name>)")
+    parser.add_argument("--no-confirm", action="store_true", help="skip the interleaved confirmation run of the "
+                        "winner against the baseline (recipe confirm.enabled)")
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -44,6 +46,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("slo", "budget", "index", "name"):
         if getattr(args, flag, None):
             out[flag] = getattr(args, flag)
+    if getattr(args, "no_confirm", False):
+        out["confirm.enabled"] = False
     if getattr(args, "quality", None):
         out.update(parse_quality(args.quality))
     return out
@@ -135,16 +139,30 @@ def run(args: argparse.Namespace) -> int:
     winner = choose(result, floor)
     on_front = front(result)
     unit = UNITS[recipe.search.max_load.mode]
-    text = verdict(result, winner, ids[0], trials, floor, unit, stopped)
+    by_id = {c.id: c for c in cfgs}
+    confirmation = None
+    if winner is not None and winner != ids[0] and recipe.confirm.enabled and result[ids[0]]["record"] is not None:
+        from toolkit.optimize.confirm import confirm
+
+        records = {c: r["record"] for c, r in result.items() if r["record"] is not None}
+        try:
+            confirmation = confirm(recipe, p["suite"], p["slo"], p["index"], by_id[ids[0]], by_id[winner], records,
+                                   p["rows"], store, p["root"], p["context"]["suite"], p["screens"], console)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the search's result stands; the verdict says it is unconfirmed
+            confirmation = {"error": (str(exc).splitlines() or [type(exc).__name__])[0][:300]}
+            console.print(f"[red]confirmation failed[/]: {confirmation['error']}")
+    text = verdict(result, winner, ids[0], trials, floor, unit, stopped, confirmation)
     profile = None
     if winner is not None:
-        by_id = {c.id: c for c in cfgs}
         profile = serve_profile(recipe, p["suite"], by_id[winner], p["root"], for_serving=True)
     summary = {
         "name": recipe.name, "recipe": recipe.model_dump(mode="json"), "context": p["context"], "stopped": stopped,
         "trials_before": existing, "trials_after": len(trials), "f1_floor": floor,
         "screens": p["screens"], "baseline": ids[0], "winner": winner, "pareto_front": on_front,
         "profile": str(profile) if profile else None, "verdict": text,
+        "confirmation": None if confirmation is None else {k: v for k, v in confirmation.items() if k != "runs"},
         "configurations": [{"id": c.id, "config": c.as_dict(), "label": c.label(), "status": result[c.id]["status"],
                             "reason": result[c.id]["reason"], "rung": result[c.id]["rung"],
                             "value": (result[c.id]["record"] or {}).get("value"),

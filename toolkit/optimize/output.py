@@ -2,8 +2,9 @@
 with its deepest trial, status and reason), ``pareto.png`` (QA F1 vs max load under the SLO), ``profile.yaml``
 (the winner as a serve profile) and ``verdict.md`` (one paragraph).
 
-The verdict compares the winner with the baseline configuration at the precision each was last measured at.
-It is not confirmed by an interleaved A/B run in this version, and says so.
+The verdict compares the winner with the baseline configuration at the precision each was last measured at, then
+says whether the interleaved confirmation run (:mod:`toolkit.optimize.confirm`) reproduced it; when nothing
+qualified, which SLO metric binds and by how much for the closest configurations.
 """
 
 from __future__ import annotations
@@ -58,24 +59,63 @@ def _f1(trials: Mapping[tuple[int, str], Mapping[str, Any]], cid: str) -> float 
     return None if rec is None else rec.get("f1")
 
 
+def binding(rec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The SLO metric that binds for a configuration: at the lowest load its searches tried, the metric whose
+    percentile overshoots its threshold the most (median over the searches); None when nothing was tried."""
+    from toolkit.stats import median
+
+    trials = [t for m in rec.get("max_loads") or [] for t in m.get("trials") or []]
+    if not trials:
+        return None
+    low = min(t["load"] for t in trials)
+    over: dict[str, list[tuple[float, float, float]]] = {}
+    for t in (t for t in trials if t["load"] == low):
+        for metric, limit in t["slo"]["thresholds"].items():
+            if (value := t["slo"]["at_percentile"].get(metric)) is not None:
+                over.setdefault(metric, []).append((value / limit - 1, value, limit))
+    if not over:
+        return None
+    metric = max(over, key=lambda m: median([x[0] for x in over[m]]))
+    xs = over[metric]
+    return {"metric": metric, "load": low, "overshoot": median([x[0] for x in xs]),
+            "value": median([x[1] for x in xs]), "threshold": xs[0][2], "percentile": trials[0]["slo"]["percentile"]}
+
+
+def nothing_met(result: Mapping[str, Mapping[str, Any]], floor: float | None, unit: str, closest: int = 3) -> str:
+    """Why no configuration qualified: those that met the SLO but not the quality floor, then the constraint
+    that binds and by how much for the ``closest`` configurations (smallest overshoot first)."""
+    def short(metric: str) -> str:
+        return metric.removesuffix("_ms")
+
+    done = [r["record"] for r in result.values() if r["record"] is not None and r["record"].get("status") == "done"]
+    parts = []
+    if too_poor := [rec for rec in done if rec.get("value") is not None]:
+        parts.append("met the SLO but not the quality budget: " + "; ".join(
+            f"{rec['label']} ({rec['value']:g} {unit}, {excluded(rec, floor)})" for rec in too_poor))
+    missed = sorted(((b, rec) for rec in done if rec.get("value") is None and (b := binding(rec)) is not None),
+                    key=lambda x: x[0]["overshoot"])
+    if missed:
+        metrics = sorted({b["metric"] for b, _ in missed})
+        parts.append(f"binding constraint: {', '.join(short(m) for m in metrics)}; closest: " + "; ".join(
+            f"{rec['label']}: {short(b['metric'])} p{b['percentile']:g} {b['value']:,.0f} ms vs {b['threshold']:,.0f} "
+            f"ms at {b['load']:g} {unit} (+{b['overshoot']:.0%})" for b, rec in missed[:closest]))
+    return "No configuration met the SLO within the quality budget" + (": " + ". ".join(parts) if parts else "") + "."
+
+
 def verdict(result: Mapping[str, Mapping[str, Any]], winner: str | None, baseline: str,
-            trials: Mapping[tuple[int, str], Mapping[str, Any]], floor: float | None, unit: str, stopped: str) -> str:
-    """One paragraph: the winner vs the baseline, or why nothing qualified and what came closest."""
-    from toolkit.evaluation.maxload import describe
-    from toolkit.evaluation.report import MaxLoad
+            trials: Mapping[tuple[int, str], Mapping[str, Any]], floor: float | None, unit: str, stopped: str,
+            confirmation: Mapping[str, Any] | None = None) -> str:
+    """One paragraph: the winner vs the baseline and whether the interleaved confirmation reproduced it, or why
+    nothing qualified and what came closest."""
+    from toolkit.optimize.confirm import phrase
 
     base = result[baseline]["record"]
-    tail = f" Search: {stopped}. Not confirmed by an interleaved A/B run (left for a later version)."
+    tail = f" Search: {stopped}."
     if winner is None:
-        done = [(c, r["record"]) for c, r in result.items() if r["record"] is not None and r["record"].get("max_loads")]
-        if not done:
+        if not any(r["record"] is not None for r in result.values()):
             return "No configuration was measured: " + "; ".join(
                 sorted({str(r["reason"]) for r in result.values() if r["reason"]})) + "." + tail
-        # the closest: the configuration whose searches got furthest (highest first failing or value)
-        _, rec = max(done, key=lambda x: (x[1].get("value") or 0.0, -(x[1].get("first_failing") or 0.0)))
-        why = excluded(rec, floor)
-        return (f"No configuration met the SLO within the quality budget. Closest: {rec['label']}: "
-                f"{why}; {describe(MaxLoad.model_validate(rec['max_loads'][-1]))}." + tail)
+        return nothing_met(result, floor, unit) + tail
     w = result[winner]["record"]
     parts = [(f"Chosen: {w['label']}: max load {w['value']:g} {unit} under the SLO (rung {w['rung']}, "
               f"median of {len(w['values'])} search(es))")]
@@ -92,7 +132,15 @@ def verdict(result: Mapping[str, Mapping[str, Any]], winner: str | None, baselin
         parts.append(f", F1 {fw - fb:+.3f} vs the baseline ({fw:.3f} vs {fb:.3f})")
     if w.get("interval") and w["interval"].get("cv") is not None:
         parts.append(f"; CV of its max load across searches {w['interval']['cv']:.0%}")
-    return "".join(parts) + "." + tail
+    text = "".join(parts) + "."
+    if confirmation is None:
+        if winner != baseline:
+            text += " Not confirmed by an interleaved run (confirm.enabled is off or the baseline was not measured)."
+    elif confirmation.get("error"):
+        text += f" The interleaved confirmation run failed: {confirmation['error']}."
+    else:
+        text += " " + phrase(confirmation, unit)
+    return text + tail
 
 
 def write_outputs(root: Path, summary: dict[str, Any], png: bytes | None) -> list[Path]:

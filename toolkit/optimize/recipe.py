@@ -108,6 +108,15 @@ class SearchSettings(StrictModel):
         return v
 
 
+class ConfirmSettings(StrictModel):
+    """The interleaved confirmation of the winner against the baseline after the search
+    (:mod:`toolkit.optimize.confirm`); it runs outside the search's time budget."""
+
+    enabled: bool = Field(True, description="confirm the winner (skipped when the winner is the baseline)")
+    pairs: int = Field(2, ge=2, le=10, description="ABBA rounds at each of the two loads (>= 2 for an interval)")
+    requests: int = Field(16, ge=1, description="measured requests per run")
+
+
 class OptimizeRecipe(StrictModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9._-]+$", description="output directory under artifacts/optimize/")
     suite: str = Field("eval/suites/demo.yaml", description="eval suite: QA set, perplexity text, load warm-up")
@@ -119,6 +128,7 @@ class OptimizeRecipe(StrictModel):
     budget: str | float = Field("60m", description="wall-time budget of the whole search")
     space: Space
     search: SearchSettings = Field(default_factory=SearchSettings)
+    confirm: ConfirmSettings = Field(default_factory=ConfirmSettings)
 
     @field_validator("budget")
     @classmethod

@@ -7,6 +7,9 @@ Defaults: the reference corpus (artifacts/reference/docs.jsonl) → artifacts/in
 ``toolkit index remove --ids ID [ID ...] [--index DIR]``: ids separated by spaces or commas; an unknown id is
 an error and the index is left untouched. Both write a new ``index_version`` (default index:
 artifacts/indexes/flat).
+``toolkit index build --embedding-backend onnx-int8`` embeds with another runtime (recorded in the manifest);
+``toolkit index select-backend`` measures the installed embedding backends and picks one
+(:mod:`toolkit.retrieval.embed_select`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--config", help="YAML with IndexConfig keys (chunking, faiss knobs, milvus uri)")
     b.add_argument("--embedding-model", help="sentence-transformers model directory (default: all-MiniLM-L6-v2)")
     b.add_argument("--milvus-uri", help="Milvus standalone/distributed URI (default: milvus-lite file in --output)")
+    b.add_argument("--embedding-backend", default="torch", help="embedder runtime: torch, onnx, onnx-int8, "
+                   "openvino, openvino-int8 (see `toolkit index select-backend`)")
     a = sub.add_parser("add", help="add (or replace) documents in a built index without rebuilding it")
     a.add_argument("--docs", required=True, help="JSONL of {id,title,text,...metadata} to add")
     a.add_argument("--index", help="index directory (default: artifacts/indexes/flat)")
@@ -36,6 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--index", help="index directory (default: artifacts/indexes/flat)")
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("index", help="index directory")
+    from toolkit.retrieval.embed_select import configure as configure_select
+
+    configure_select(sub.add_parser("select-backend", help="measure embedding backends (latency, throughput, "
+                                    "recall) and choose the fastest within a recall budget"))
 
 
 def _config(args: argparse.Namespace):
@@ -63,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action in ("add", "remove"):
         return _update(args)
+    if args.action == "select-backend":
+        from toolkit.retrieval.embed_select import run_cli
+
+        return run_cli(args)
     from rich.console import Console
 
     from toolkit.retrieval.index import build_index
@@ -72,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else paths.INDEXES_DIR / config.faiss.index_type
     console = Console(stderr=True)
     console.print(f"indexing {docs} → {output} ({config.backend}, {config.faiss.index_type})")
-    manifest = build_index(docs, output, config)
+    manifest = build_index(docs, output, config, embedding_backend=args.embedding_backend)
     r = manifest["results"]
     print(f"index: {output}  chunks={r['count']} docs={r['documents']} dim={r['dimension']} "
           f"type={r['index_type']} params={r['params']} build={r['build_time_s']} s")

@@ -16,7 +16,9 @@ installs it in one step, so a crash leaves the previous version and a server's c
 version it loaded) never describe a newer index.
 
 Loading checks the manifest against the configured embedding model and against the files: a different model
-id or dimension is refused with a one-line error instead of returning meaningless neighbours. Loading a
+id or dimension is refused with a one-line error instead of returning meaningless neighbours; so is a query
+embedding backend (``embedding_backend`` in the manifest: torch, onnx, onnx-int8, ...) other than the documents'
+one, unless :mod:`toolkit.retrieval.embed_select` measured that pair within its recall budget. Loading a
 persisted index costs a file read; rebuilding costs embedding every chunk (see ``toolkit.serving.bench``).
 """
 
@@ -98,7 +100,8 @@ class RetrievalIndex:
         r = self.results
         return {"path": str(self.path), "backend": r["backend"], "index_type": r["index_type"], "count": r["count"],
                 "dimension": r["dimension"], "embedding_model": r["embedding_model"], "device": self.backend.device,
-                "version": self.version, "filter_fields": self.filter_fields}
+                "version": self.version, "filter_fields": self.filter_fields,
+                "embedding_backend": self.embedder.backend}
 
     def close(self) -> None:
         self.backend.close()
@@ -107,8 +110,10 @@ class RetrievalIndex:
 
 
 def build_index(docs: str | Path | list[dict[str, str]], output: str | Path, config: IndexConfig | None = None,
-                embedder: Embedder | None = None, progress: bool = True) -> dict[str, Any]:
-    """Chunk, embed and index ``docs`` into ``output``; return the manifest. ``embedder`` may be preloaded."""
+                embedder: Embedder | None = None, progress: bool = True,
+                embedding_backend: str | None = None) -> dict[str, Any]:
+    """Chunk, embed and index ``docs`` into ``output``; return the manifest. ``embedder`` may be preloaded;
+    ``embedding_backend`` (:mod:`toolkit.retrieval.embed_backends`, default torch) is recorded in the manifest."""
     config = config or IndexConfig()
     output = Path(output)
     record = RunRecord("index")
@@ -121,7 +126,10 @@ def build_index(docs: str | Path | list[dict[str, str]], output: str | Path, con
     if not chunks:
         raise ToolkitError("documents contain no text to index")
     with record.timed("load_embedder"):
-        embedder = embedder or Embedder(config.embedding_model)
+        embedder = embedder or Embedder(config.embedding_model, backend=embedding_backend or "torch")
+    if embedding_backend and embedder.backend != embedding_backend:
+        raise ToolkitError(f"preloaded embedder runs backend {embedder.backend}, embedding_backend says "
+                           f"{embedding_backend}")
     if embedder.model_id != config.embedding_id():
         raise ToolkitError(f"preloaded embedder is {embedder.model_id}, config says {config.embedding_id()}")
     t0 = time.perf_counter()
@@ -133,6 +141,7 @@ def build_index(docs: str | Path | list[dict[str, str]], output: str | Path, con
     eff = effective_params(config.faiss, len(chunks), embedder.dimension)
     version = uuid.uuid4().hex[:12]
     results: dict[str, Any] = {"backend": config.backend, "embedding_model": embedder.model_id,
+                               "embedding_backend": embedder.backend,
                                "dimension": embedder.dimension, "count": len(chunks), "documents": len(docs),
                                "index_type": eff["index_type"], "params": eff, "index_version": version,
                                "filter_fields": meta_fields(chunks)}
@@ -157,14 +166,17 @@ def read_index_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def load_index(path: str | Path, embedding_model: str | None = None, embedder: Embedder | None = None,
-               config: IndexConfig | None = None, threads: int | None = None) -> RetrievalIndex:
+               config: IndexConfig | None = None, threads: int | None = None,
+               embedding_backend: str | None = None) -> RetrievalIndex:
     """Load a persisted index. ``embedding_model`` (or ``embedder``) is what queries will be embedded with;
     a different model id or dimension than the index was built with is a :class:`ToolkitError`.
+    ``embedding_backend`` (default: the one the index was built with) runs the query embedder; another backend
+    than the documents' is refused unless the embedding backend selection measured that pair within budget.
     ``config`` supplies run-time knobs (nprobe, efSearch, device); build-time ones come from the manifest."""
     path = Path(path)
     manifest = read_index_manifest(path)
     r = manifest["results"]
-    embedder = _embedder_for(path, manifest, embedding_model, embedder, threads)
+    embedder = _embedder_for(path, manifest, embedding_model, embedder, threads, embedding_backend)
     eff = dict(r["params"])
     cfg = config or IndexConfig()
     explicit = cfg.faiss.model_fields_set  # only knobs the caller set override the built ones
@@ -177,10 +189,21 @@ def load_index(path: str | Path, embedding_model: str | None = None, embedder: E
 
 
 def _embedder_for(path: Path, manifest: dict[str, Any], embedding_model: str | None, embedder: Embedder | None,
-                  threads: int | None) -> Embedder:
-    """The embedder for an index: the given one or model, else the one it was built with; checked against it."""
+                  threads: int | None, backend: str | None = None, docs: bool = False) -> Embedder:
+    """The embedder for an index: the given one or model, else the one it was built with; checked against it.
+    ``docs``: it embeds documents to add, so it must run the index's own embedding backend."""
     r = manifest["results"]
     built_with = r["embedding_model"]
+    built_backend = r.get("embedding_backend", "torch")  # indexes from before backends: torch
+    backend = embedder.backend if embedder else backend or built_backend
+    if backend != built_backend:
+        from toolkit.retrieval.embed_select import DEFAULT_OUTPUT, load_selection, pair_allowed
+
+        if docs or not pair_allowed(load_selection(), built_with, built_backend, backend):
+            why = "documents added to an index use its own backend" if docs else (
+                f"no embedding backend selection ({DEFAULT_OUTPUT}) measured that pair within its recall budget")
+            raise ToolkitError(f"{path}: index documents were embedded with backend '{built_backend}', queries "
+                               f"would use '{backend}': {why}; use '{built_backend}' or rebuild the index")
     want = embedder.model_id if embedder else embedding_id(embedding_model) if embedding_model else None
     if want is not None and want != built_with:
         raise ToolkitError(f"{path}: index was built with embedding model '{built_with}' but '{want}' is "
@@ -189,7 +212,7 @@ def _embedder_for(path: Path, manifest: dict[str, Any], embedding_model: str | N
         recipe_model = (manifest.get("recipe") or {}).get("embedding_model")
         if not embedding_model and recipe_model and Path(recipe_model).exists():
             embedding_model = recipe_model
-        embedder = Embedder(embedding_model or IndexConfig().embedding_model, threads=threads)
+        embedder = Embedder(embedding_model or IndexConfig().embedding_model, threads=threads, backend=backend)
         if embedder.model_id != built_with:
             raise ToolkitError(f"{path}: index was built with embedding model '{built_with}' but "
                                f"'{embedder.model_id}' is configured; pass the model it was built with")
@@ -237,7 +260,7 @@ def update_index(path: str | Path, docs: str | Path | list[dict[str, Any]] | Non
     t0 = time.perf_counter()
     with record.timed("chunk"):
         chunks = list(chunk_docs(docs, config.chunk_words, config.chunk_overlap))
-    embedder = _embedder_for(path, manifest, None, embedder, None)
+    embedder = _embedder_for(path, manifest, None, embedder, None, docs=True)
     with record.timed("embed"):
         vectors = (embedder.encode([c.text for c in chunks], batch_size=config.batch_size, progress=progress)
                    if chunks else np.zeros((0, int(r["dimension"])), np.float32))

@@ -1,4 +1,5 @@
-"""vLLM's OpenAI server as a child process: start, wait for readiness with progress, stop without orphans.
+"""The engine's OpenAI server (vLLM, or llama.cpp's llama-server) as a child process: start, wait for
+readiness with progress, stop without orphans.
 
 Launched through :mod:`toolkit.engine.launch` (its own session, its environment given explicitly, SIGTERM if we
 die), so one ``killpg`` reaches the API server *and* the engine-core processes it spawns.
@@ -29,14 +30,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EngineProcess:
-    """One vLLM OpenAI server. ``start()`` returns once ``/v1/models`` answers; ``stop()`` is idempotent.
+    """One engine server. ``start()`` returns once ``ready_path`` answers 200; ``stop()`` is idempotent.
 
     ``cmd``: from :func:`toolkit.serving.profiles.engine_command`; ``env``: variables for the engine only, on
-    top of a copy of this process's environment (:func:`toolkit.engine.launch.engine_env`)."""
+    top of a copy of this process's environment (:func:`toolkit.engine.launch.engine_env`). ``ready_path``:
+    vLLM's ``/v1/models`` answers once the model is loaded; llama-server's ``/health`` is 503 while it loads the
+    GGUF and 200 after (:data:`READY`). ``label`` names the engine in messages."""
+
+    READY = {"vllm": ("vLLM", "/v1/models"), "llamacpp": ("llama.cpp", "/health")}
 
     def __init__(self, cmd: list[str], port: int, env: dict[str, str] | None = None, host: str = "127.0.0.1",
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, kind: str = "vllm") -> None:
         self.cmd, self.port, self.host = cmd, port, host
+        self.label, self.ready_path = self.READY[kind]
         self.url = f"http://{host}:{port}"
         self.env = dict(env or {})
         self.log_path = log_path or Path(tempfile.mkdtemp(prefix="toolkit-engine-")) / "engine.log"
@@ -64,13 +70,13 @@ class EngineProcess:
             while True:
                 elapsed = time.perf_counter() - t0
                 if self.proc.poll() is not None:
-                    raise ToolkitError(f"vLLM exited during start-up (code {self.proc.returncode}): "
+                    raise ToolkitError(f"{self.label} exited during start-up (code {self.proc.returncode}): "
                                        f"{last_error_line(self.log())} (log: {self.log_path})")
                 with contextlib.suppress(httpx.HTTPError):
-                    if client.get(f"{self.url}/v1/models").status_code == 200:
+                    if client.get(f"{self.url}{self.ready_path}").status_code == 200:
                         return
                 if elapsed > timeout_s:
-                    raise ToolkitError(f"vLLM not ready after {timeout_s:.0f} s (log: {self.log_path}): "
+                    raise ToolkitError(f"{self.label} not ready after {timeout_s:.0f} s (log: {self.log_path}): "
                                        f"{last_error_line(self.log())}")
                 if on_tick:
                     on_tick(elapsed, self._last_line())
@@ -96,11 +102,12 @@ class EngineProcess:
             kill_group(self.proc)
 
 
-def wait_with_progress(engine: EngineProcess, timeout_s: float, label: str = "vLLM") -> float:
+def wait_with_progress(engine: EngineProcess, timeout_s: float, label: str | None = None) -> float:
     """Start ``engine`` showing a spinner with elapsed time and the engine's latest log line (stderr)."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    label = label or engine.label
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
                   TextColumn("{task.fields[line]}"), console=console, transient=True) as progress:

@@ -17,6 +17,8 @@ class Metrics:
                                "llm_total, total)", ["stage"], buckets=BUCKETS, registry=self.registry)
         self.cache_hits = Counter("rag_cache_hits_total", "Hot-query cache hits", registry=self.registry)
         self.cache_misses = Counter("rag_cache_misses_total", "Hot-query cache misses", registry=self.registry)
+        self.cache_errors = Counter("toolkit_cache_errors_total", "Query-cache backend failures (Redis down, slow or "
+                                    "refusing), each served as a cache miss", registry=self.registry)
         self.in_flight = Gauge("rag_in_flight_requests", "Requests being processed", registry=self.registry)
         self.rejected = Counter("rag_rejected_total", "Requests refused or cut off (reason: concurrency, auth, "
                                 "engine, deadline)", ["reason"], registry=self.registry)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from toolkit.config import StrictModel, load_recipe
+from toolkit.engine.llamacpp import LlamaCppSettings
 from toolkit.errors import ToolkitError
 from toolkit.paths import SERVE_DIR
 from toolkit.prompt import SYSTEM_PROMPT
@@ -21,6 +23,10 @@ Scalar = str | int | float | bool
 
 
 class EngineSettings(StrictModel):
+    kind: Literal["vllm", "llamacpp"] = Field("vllm", description="vllm, or llama.cpp's llama-server serving a "
+                                              "GGUF model directory (make setup-llamacpp; toolkit.engine.llamacpp)")
+    llamacpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings,
+                                       description="kind llamacpp only: threads, slots, batches")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     max_model_len: int | None = Field(None, ge=16, description="context length; default: the model's")
     kv_cache_space_gib: float | None = Field(
@@ -38,6 +44,25 @@ class EngineSettings(StrictModel):
     max_num_seqs: int | None = Field(None, ge=1)
     startup_timeout_s: float = Field(600, gt=0)
     extra_args: dict[str, Scalar] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_engine(self) -> "EngineSettings":
+        """Under ``kind: llamacpp`` a vLLM-only key set to anything but its default is an error naming it (it
+        would be silently ignored); shared keys: max_model_len, enable_prefix_caching, startup_timeout_s."""
+        if self.kind == "vllm":
+            if self.llamacpp != LlamaCppSettings():
+                raise ValueError("'llamacpp' settings need kind: llamacpp (kind is vllm)")
+            return self
+        for name in VLLM_ONLY:
+            if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True):
+                raise ValueError(f"'{name}' is a vLLM setting; with kind: llamacpp use engine.llamacpp "
+                                 "(threads, threads_batch, parallel, batch_size, ubatch_size, extra_args)")
+        return self
+
+
+# EngineSettings fields llama.cpp has no use for (the others are shared by both engines)
+VLLM_ONLY = ("dtype", "kv_cache_space_gib", "gpu_memory_utilization", "kv_cache_dtype", "attention_backend",
+             "tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs", "extra_args")
 
 
 class SemanticCacheSettings(StrictModel):
@@ -60,11 +85,38 @@ class SemanticCacheSettings(StrictModel):
                                 "answer, not just wrong context")
 
 
+class CacheSettings(StrictModel):
+    """Where the query cache (exact and semantic) lives: in the process (``memory``, each replica its own) or in a
+    Redis server shared by every endpoint replica (:mod:`toolkit.serving.redis_cache`)."""
+
+    backend: Literal["memory", "redis"] = Field("memory", description="memory: per-process LRU; redis: shared by "
+                                                "replicas (needs url)")
+    url: str | None = Field(None, validate_default=True, description="redis backend only: redis://host:6379/0")
+    ttl_s: float | None = Field(3600, gt=0, description="seconds an exact-match entry is served; null: until "
+                                "evicted (the semantic cache has its own semantic_cache.ttl_s)")
+    socket_timeout_ms: float = Field(50, gt=0, description="redis backend: connect and read timeout; a slower "
+                                     "or unreachable Redis is a cache miss, never a failed request")
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _url_for_redis(cls, url: str | None, info: ValidationInfo) -> str | None:
+        backend = info.data.get("backend", "memory")
+        if backend == "redis" and not url:
+            raise PydanticCustomError("cache_url", "required with backend: redis (e.g. redis://127.0.0.1:6379/0)")
+        if backend == "memory" and url:
+            raise PydanticCustomError("cache_url", "only used with backend: redis (backend is memory)")
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise PydanticCustomError("cache_url", "must start with redis://, rediss:// or unix://")
+        return url
+
+
 class EndpointSettings(StrictModel):
     top_k: int = Field(5, ge=1, le=100)
     max_tokens: int = Field(64, ge=1)
     max_query_chars: int = Field(2000, ge=1)
-    cache_size: int = Field(1024, ge=0, description="hot-query LRU entries (0 disables the cache)")
+    cache_size: int = Field(1024, ge=0, description="exact-match query cache entries, in memory or in Redis "
+                            "(0 disables it)")
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="cache backend: memory or redis")
     semantic_cache: SemanticCacheSettings = Field(default_factory=SemanticCacheSettings)
     max_concurrency: int = Field(32, ge=1, description="requests in flight beyond which the endpoint answers 429")
     request_timeout_s: float = Field(120, gt=0)
@@ -78,6 +130,10 @@ class RetrievalSettings(StrictModel):
     nprobe: int | None = Field(None, ge=1, description="IVF lists scanned per query (default: as built)")
     ef_search: int | None = Field(None, ge=1, description="HNSW efSearch (default: as built)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    embedding_backend: Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] | None = Field(
+        None, description="runtime of the query embedder (toolkit.retrieval.embed_backends; default: the backend "
+        "the index was built with); another than the index's needs a selection that measured the pair "
+        "(python -m toolkit.retrieval.embed_select)")
 
 
 class ServeProfile(StrictModel):
@@ -120,6 +176,8 @@ def engine_command(model: str | Path, port: int, served_model_name: str, profile
     from toolkit.engine.kernels import serving_blocker
     from toolkit.engine.launch import vllm_command
 
+    if profile.engine.kind == "llamacpp":
+        return _llamacpp_command(model, port, served_model_name, profile, host, extra)
     cmd = vllm_command("vllm.entrypoints.openai.api_server")  # first: it says when .venv-vllm is missing
     if blocker := serving_blocker(model, profile.device):
         raise ToolkitError(f"{blocker}: serve it on an AVX-512 CPU or a GPU "
@@ -142,7 +200,23 @@ def engine_command(model: str | Path, port: int, served_model_name: str, profile
     return cmd
 
 
+def _llamacpp_command(model: str | Path, port: int, served_model_name: str, profile: ServeProfile, host: str,
+                      extra: dict[str, Scalar] | None) -> list[str]:
+    from toolkit.engine.llamacpp import server_command
+
+    if profile.device != "cpu":
+        raise ToolkitError(f"engine.kind llamacpp: `make setup-llamacpp` builds llama.cpp for the CPU; "
+                           f"set device: cpu (profile has {profile.device})")
+    e = profile.engine
+    return server_command(model, port, served_model_name, e.llamacpp, e.max_model_len, e.enable_prefix_caching,
+                          host, extra)
+
+
 def engine_environment(profile: ServeProfile) -> dict[str, str]:
+    if profile.engine.kind == "llamacpp":
+        from toolkit.engine.launch import llamacpp_env
+
+        return llamacpp_env()
     env = {}
     if profile.device == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{profile.engine.kv_cache_space_gib or 1:g}"

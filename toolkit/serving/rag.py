@@ -19,13 +19,13 @@ from typing import Any
 
 from toolkit.prompt import rag_messages
 from toolkit.retrieval.index import Hit, RetrievalIndex
-from toolkit.serving.cache import CacheEntry, QueryCache, filter_key
+from toolkit.serving.cache import CacheEntry, filter_key, make_caches
 from toolkit.serving.deadline import Deadline
 from toolkit.serving.engine_api import ChatEngine
 from toolkit.serving.llm import Generation
 from toolkit.serving.metrics import Metrics
 from toolkit.serving.profiles import EndpointSettings
-from toolkit.serving.semantic_cache import SemanticCache, SemanticEntry
+from toolkit.serving.semantic_cache import SemanticEntry
 
 
 class PromptTooLong(Exception):
@@ -125,9 +125,8 @@ class RagService:
     def __init__(self, index: RetrievalIndex, engine: ChatEngine, settings: EndpointSettings,
                  prompt: PromptBuilder, metrics: Metrics) -> None:
         self.index, self.engine, self.settings, self.prompt, self.metrics = index, engine, settings, prompt, metrics
-        self.cache = QueryCache(settings.cache_size)
-        sc = settings.semantic_cache
-        self.semantic = SemanticCache(sc.size, sc.threshold, sc.ttl_s, sc.match_identifiers) if sc.enabled else None
+        # in this process, or in a Redis shared by every replica (endpoint.cache.backend)
+        self.cache, self.semantic = make_caches(settings, metrics)
 
     def retrieve(self, query: str, top_k: int, filter: dict[str, Any] | None = None
                  ) -> tuple[list[Hit], dict[str, float], bool]:
@@ -217,6 +216,7 @@ class RagService:
         finally:
             await agen.aclose()  # a consumer that stops early closes us; close the engine stream with us
         if run.gen.finish_reason in ("stop", "length"):  # only whole answers are reused
-            self.semantic.put_answer(run.semantic, key, {"pieces": list(run.gen.text), "finish_reason":
-                                                         run.gen.finish_reason,
-                                                         "completion_tokens": run.gen.completion_tokens})
+            answer = {"pieces": list(run.gen.text), "finish_reason": run.gen.finish_reason,
+                      "completion_tokens": run.gen.completion_tokens}
+            # a thread: with the Redis backend this is a network write, kept off the event loop
+            await asyncio.to_thread(self.semantic.put_answer, run.semantic, key, answer)

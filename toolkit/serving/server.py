@@ -45,7 +45,8 @@ def build_app(index: str | Path, engine_url: str, profile: ServeProfile, model: 
 
     es = profile.endpoint
     local = served_model(model).local_dir if model else None
-    index_obj = load_index(index, config=index_config(profile.retrieval), threads=es.embed_threads)
+    index_obj = load_index(index, config=index_config(profile.retrieval), threads=es.embed_threads,
+                           embedding_backend=profile.retrieval.embedding_backend)
     served_model_name = served_model_name or engine_model_id(engine_url)
     prompt = PromptBuilder(es.system_prompt, local, profile.engine.max_model_len)
     engine = EngineClient(engine_url, served_model_name, es.request_timeout_s)

@@ -1,4 +1,5 @@
-"""``running_stack``: vLLM + RAG endpoint as real HTTP servers for the duration of a ``with`` block.
+"""``running_stack``: engine (vLLM, or llama.cpp with ``engine.kind: llamacpp``) + RAG endpoint as real HTTP
+servers for the duration of a ``with`` block.
 
 The one way the toolkit runs its serving stack: ``toolkit serve`` (until a signal), evaluation and the
 benchmarks. The endpoint runs in its own Python process (``toolkit.serving.server``), so the caller's
@@ -68,7 +69,8 @@ def running_stack(model: str | Path, index: str | Path, profile: str | Path | No
             engine_port = engine_port or free_port(host)
             # built now (it refuses a checkpoint this machine cannot serve), started once the endpoint is up
             engine = EngineProcess(engine_command(ref.source, engine_port, ref.name, prof, host, extra_engine_args),
-                                   engine_port, {**engine_environment(prof), **(env or {})}, host, logs / "engine.log")
+                                   engine_port, {**engine_environment(prof), **(env or {})}, host, logs / "engine.log",
+                                   kind=prof.engine.kind)
             engine_url, name = engine.url, ref.name
         else:
             engine_url = engine_url.rstrip("/")
@@ -87,7 +89,7 @@ def running_stack(model: str | Path, index: str | Path, profile: str | Path | No
                        else engine.start(prof.engine.startup_timeout_s))
         procs = {"RAG endpoint": (endpoint, logs / "endpoint.log")}
         if engine is not None and engine.proc is not None:
-            procs["vLLM"] = (engine.proc, engine.log_path)
+            procs[engine.label] = (engine.proc, engine.log_path)
         yield Stack(url, engine_url, startup, engine.pid if engine else None, name, endpoint.pid,
                     logs / "engine.log" if engine else None, logs / "endpoint.log", procs)
     finally:

@@ -1,0 +1,185 @@
+"""``make bench-engines``: the same eval suite through the RAG endpoint with vLLM and with llama.cpp, one compare.
+
+No measurement loop of its own: each variant is one ``toolkit eval`` run (same suite, index, SLO, repeats and
+report schema), then ``toolkit compare`` renders them side by side (compare.md/compare.html, Pareto front).
+
+Variants, each report named after it (the compare label):
+  ``vllm-<dir>``: every ``--vllm-model`` (default: ``--model``) with the vLLM profile (``--vllm-profile``);
+  ``llamacpp-<type>``: GGUF exports of ``--model`` (``--types``, default f16, q8_0, q4_k_m), made once with
+  ``toolkit export-gguf`` and reused while their manifest's source hash matches, and the SmolLM2 Q4_1 GGUF as
+  shipped (``--shipped``; the reference model *is* its dequantization, so every variant has the same weights
+  up to the format's rounding).
+llama.cpp runs with ``serve/llamacpp.yaml`` plus the tuning flags here (threads, slots, batch sizes), written to
+``<output>/llamacpp-profile.yaml`` and recorded with the reports. Perplexity is measured by transformers on
+HF checkpoints only: a GGUF directory's report says why it has none.
+
+``python -m toolkit.engine.bench_engines [--model DIR] [--index DIR] [--suite S] [--output DIR] ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from toolkit.errors import ToolkitError
+from toolkit.paths import ARTIFACTS, REFERENCE_MODEL, REPO_ROOT, REPORTS_DIR, SERVE_DIR
+
+SMOKE_SUITE = REPO_ROOT / "eval" / "suites" / "smoke.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m toolkit.engine.bench_engines", description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(REFERENCE_MODEL), help="HF checkpoint exported to GGUF and served by "
+                   "vLLM as the baseline (default: %(default)s)")
+    p.add_argument("--vllm-model", action="append", default=[], metavar="DIR", help="vLLM variant (repeatable; "
+                   "default: --model); e.g. the W8A8 and distilled checkpoints")
+    p.add_argument("--vllm-profile", default=str(SERVE_DIR / "cpu.yaml"), help="vLLM profile (default: %(default)s)")
+    p.add_argument("--llamacpp-profile", default=str(SERVE_DIR / "llamacpp.yaml"), help="llama.cpp profile the "
+                   "tuning flags override (default: %(default)s)")
+    p.add_argument("--types", default="f16,q8_0,q4_k_m", help="GGUF exports of --model (default: %(default)s; "
+                   "'' for none)")
+    p.add_argument("--no-shipped", action="store_true", help="leave out the shipped SmolLM2 Q4_1 GGUF")
+    p.add_argument("--index", help="index directory (default: eval's, artifacts/indexes/flat)")
+    p.add_argument("--suite", default=str(SMOKE_SUITE), help="eval suite (default: %(default)s)")
+    p.add_argument("--repeats", type=int, help="runs per load point (default: the suite's)")
+    p.add_argument("--slo", help="latency objectives (default: the suite's)")
+    p.add_argument("--threads", type=int, help="llama.cpp -t (default: the profile's)")
+    p.add_argument("--parallel", type=int, help="llama.cpp --parallel slots (default: the profile's)")
+    p.add_argument("--batch-size", type=int, help="llama.cpp -b")
+    p.add_argument("--ubatch-size", type=int, help="llama.cpp -ub")
+    p.add_argument("--vllm-compiled", action="store_true", help="drop the suite's vLLM extra_args (smoke's "
+                   "enforce_eager) so vLLM runs compiled, as in production; every variant gets the same suite")
+    p.add_argument("--only", choices=["vllm", "llamacpp"], help="run one engine's variants only")
+    p.add_argument("--output", default=str(REPORTS_DIR / "bench-engines"), help="reports + compare (default: "
+                   "%(default)s)")
+    return p
+
+
+def tuned_profile(base: str, args: argparse.Namespace, out: Path) -> Path:
+    """``base`` (a llama.cpp profile) with the tuning flags applied, validated, written to ``out``."""
+    from toolkit.config import dump_recipe
+    from toolkit.manifest import atomic_write_text
+    from toolkit.serving.profiles import load_profile
+
+    prof = load_profile(base)
+    if prof.engine.kind != "llamacpp":
+        raise ToolkitError(f"--llamacpp-profile {base}: engine.kind is {prof.engine.kind}, not llamacpp")
+    tuning = {"threads": args.threads, "parallel": args.parallel, "batch_size": args.batch_size,
+              "ubatch_size": args.ubatch_size}
+    prof.engine.llamacpp = prof.engine.llamacpp.model_copy(update={k: v for k, v in tuning.items() if v is not None})
+    path = out / "llamacpp-profile.yaml"
+    atomic_write_text(path, yaml.safe_dump(dump_recipe(prof), sort_keys=False))
+    return path
+
+
+def bench_suite(args: argparse.Namespace, out: Path) -> str:
+    """The suite every variant runs: ``--suite`` itself, or with ``--vllm-compiled`` a copy without its vLLM
+    ``extra_args`` (llama.cpp never gets them: the eval applies them to vLLM profiles only)."""
+    from toolkit.config import dump_recipe
+    from toolkit.evaluation.suite import load_suite
+    from toolkit.manifest import atomic_write_text
+
+    if not args.vllm_compiled:
+        return args.suite
+    suite = load_suite(args.suite)
+    suite.engine.extra_args = {}
+    path = out / "suite.yaml"
+    atomic_write_text(path, yaml.safe_dump(dump_recipe(suite), sort_keys=False))
+    return str(path)
+
+
+def gguf_variants(model: Path, types: list[str], shipped: bool) -> dict[str, Path]:
+    """``{report name: GGUF model directory}``, exporting what is missing or stale."""
+    from toolkit.engine.gguf_export import TYPES, export_checkpoint, package_gguf
+    from toolkit.manifest import read_manifest, sha256_tree
+
+    out: dict[str, Path] = {}
+    unknown = [t for t in types if t not in TYPES]
+    if unknown:
+        raise ToolkitError(f"--types: {', '.join(unknown)} not one of {', '.join(TYPES)}")
+    digest = sha256_tree(model) if types else None
+    for t in types:
+        d = ARTIFACTS / "gguf" / f"{model.name}-{t}"
+        m = read_manifest(d) if d.is_dir() else None
+        if not m or m.get("inputs", {}).get("model", {}).get("sha256") != digest:
+            print(f"bench-engines: exporting {model} to {t} -> {d}", flush=True)
+            export_checkpoint(model, t, d)
+        out[f"llamacpp-{t}"] = d
+    if shipped:
+        from toolkit.reference.pretrained import locate_gguf
+
+        recipe = yaml.safe_load((REPO_ROOT / "recipes" / "reference" / "default.yaml").read_text())["pretrained"]
+        src = locate_gguf(recipe["package"], recipe["version"], recipe["file"])
+        d = ARTIFACTS / "gguf" / f"{src.stem}-as-is"
+        if not (d / "model.gguf").is_file():
+            package_gguf(src, d)
+        out["llamacpp-shipped-q4_1"] = d
+    return out
+
+
+def run_eval(name: str, model: Path, profile: str | Path, args: argparse.Namespace, out: Path) -> Path:
+    report = out / f"{name}.json"
+    cmd = [sys.executable, "-m", "toolkit", "eval", "--model", str(model), "--profile", str(profile),
+           "--suite", args.suite, "--output", str(report)]
+    for flag, value in (("--index", args.index), ("--repeats", args.repeats), ("--slo", args.slo)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    print(f"bench-engines: {name}: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO_ROOT)
+    if proc.returncode != 0:
+        raise ToolkitError(f"{name}: toolkit eval failed (exit {proc.returncode}); see its output above")
+    print(f"bench-engines: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    model = Path(args.model)
+    print(f"bench-engines: CPU flags {cpu_flags()}; load average {os.getloadavg()}", flush=True)
+    args.suite = bench_suite(args, out)
+    variants: list[tuple[str, Path, str | Path]] = []
+    if args.only != "llamacpp":
+        for m in args.vllm_model or [str(model)]:
+            variants.append((f"vllm-{Path(m).name}", Path(m), args.vllm_profile))
+    if args.only != "vllm":
+        from toolkit.engine.launch import llamacpp_command
+
+        llamacpp_command("llama-server")  # not built: one line, before any export or eval
+        profile = tuned_profile(args.llamacpp_profile, args, out)
+        types = [t.strip() for t in args.types.split(",") if t.strip()]
+        for name, d in gguf_variants(model, types, not args.no_shipped).items():
+            variants.append((name, d, profile))
+    reports = [run_eval(name, m, prof, args, out) for name, m, prof in variants]
+    cmd = [sys.executable, "-m", "toolkit", "compare", *map(str, reports), "--output", str(out / "compare")]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT)
+    print(f"bench-engines: CPU flags {cpu_flags()}; load average {os.getloadavg()}", flush=True)
+    return proc.returncode
+
+
+def cpu_flags() -> str:
+    """The ISA extensions this CPU has (toolkit.hardware's reader: ``isa`` maps each known flag to present)."""
+    from toolkit.hardware import hardware_report
+
+    isa = hardware_report()["cpu"]["isa"]
+    return " ".join(name for name, present in isa.items() if present) or "none of " + ", ".join(isa)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ToolkitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
