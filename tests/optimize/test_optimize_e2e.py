@@ -150,11 +150,13 @@ def test_confirmation_runs_both_configurations_interleaved_and_writes_compare(op
     assert len(result["round_ratios"]) == 2 and result["goodput_ratio"]["n"] == 2
     saved = json.loads((tmp_path / "trials" / f"confirm-{win.id}-{base.id}.json").read_text())
     assert saved["reproduced"] == result["reproduced"] and "runs" not in saved
-    for name in ("baseline", "winner"):
+    for name, cfg in (("baseline", base), ("winner", win)):
         report = read_report(tmp_path / "finalists" / f"{name}.json")
-        assert [p.name for p in report.latency.points] == ["maxload-c2"] and report.latency.points[0].requests == 8
+        assert report.model.name == cfg.label() and report.quality.qa_f1 == records[cfg.id]["f1"]
+        (point,) = report.latency.points  # both sides' 2 rounds x 2 runs x 2 requests, pooled
+        assert point.name == "maxload-c2" and point.requests == 8 and point.repeats == 4
     html = (tmp_path / "finalists" / "compare" / "compare.html").read_text()
-    assert win.label() in html and base.label() in html
+    assert "winner" in html and "baseline" in html and "maxload-c2" in html
     assert phrase(result, "concurrent requests").startswith(("Confirmed by an interleaved run (2 requests per run)",
                                                              "NOT reproduced by the interleaved run"))
 

@@ -41,6 +41,13 @@ def test_the_default_recipe_loads_and_its_header_shows_the_make_line():
         assert "#" in lines[axis], axis
 
 
+def test_every_shipped_recipe_loads_and_opens_with_its_make_line():
+    for path in sorted((RECIPES_DIR / "optimize").glob("*.yaml")):
+        r = load_optimize_recipe(path)
+        assert "make optimize" in path.read_text().split("\nname:")[0], path
+        assert r.confirm.pairs >= 2 and r.space.variants[0] == "artifacts/reference/model", path
+
+
 @pytest.mark.parametrize("text,seconds", [("60m", 3600), ("90s", 90), ("1.5h", 5400), ("2", 120), ("10 min", 600)])
 def test_budgets(text, seconds):
     assert parse_budget(text) == seconds

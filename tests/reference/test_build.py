@@ -47,6 +47,8 @@ def test_qa_and_docs_are_consistent(built):
     qa = [json.loads(line) for line in (built / "qa.jsonl").read_text().splitlines()]
     assert qa and all(set(q) == {"id", "question", "answer", "doc_id", "split"} for q in qa)
     assert all(q["answer"] in docs[q["doc_id"]]["text"] for q in qa)
+    # module and kind ride along as metadata an index can filter on
+    assert all(d["id"].startswith(d["module"]) and d["kind"] for d in docs.values())
     test_modules = {json.loads(line)["module"].split(".")[0]
                     for line in (built / "splits" / "test.jsonl").read_text().splitlines()}
     assert all(q["doc_id"].split(".")[0] in test_modules for q in qa if q["split"] == "test")
@@ -75,6 +77,24 @@ def test_rerun_with_same_recipe_is_up_to_date(built, capsys):
     assert main(["reference", "--recipe", str(TINY), "--output", str(built)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert (built / MANIFEST_NAME).read_text() == before
+
+
+def test_a_corpus_from_before_metadata_is_not_up_to_date(built, tmp_path):
+    """A reference built before documents carried module/kind (no ``corpus_format``) is rebuilt by a re-run."""
+    import shutil
+
+    from toolkit.config import load_recipe
+    from toolkit.reference.build import up_to_date
+    from toolkit.reference.recipe import ReferenceRecipe
+
+    recipe = load_recipe(TINY, ReferenceRecipe)
+    old = tmp_path / "reference"
+    shutil.copytree(built, old)
+    assert up_to_date(old, recipe)
+    m = json.loads((old / MANIFEST_NAME).read_text())
+    del m["results"]["corpus_format"]
+    (old / MANIFEST_NAME).write_text(json.dumps(m))
+    assert not up_to_date(old, recipe)
 
 
 @pytest.mark.parametrize("yaml_text, field", [

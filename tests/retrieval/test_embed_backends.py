@@ -168,7 +168,8 @@ def test_profile_field_lists_every_backend() -> None:
 
 
 SMALL_QA = [("Which tower was completed in Paris in 1889?", "paris"), ("Who created Python?", "python"),
-            ("How do plants make glucose from sunlight?", "photosynthesis"), ("What is the highest mountain?", "everest"),
+            ("How do plants make glucose from sunlight?", "photosynthesis"),
+            ("What is the highest mountain?", "everest"),
             ("Which drink contains caffeine?", "coffee"), ("Who walked on the Moon in 1969?", "moon"),
             ("Which library searches dense vectors?", "faiss"), ("Where does lava come from?", "volcano"),
             ("Which board game has 64 squares?", "chess"), ("How many chambers does the heart have?", "heart")]

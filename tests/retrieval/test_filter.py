@@ -156,3 +156,40 @@ def test_the_endpoint_passes_the_filter_and_refuses_unknown_fields(indexes):
     science, _, cached = rag.retrieve("Who walked on the Moon?", 3, {"topic": "science"})
     assert plain[0].chunk.doc_id == "moon" and {h.chunk.doc_id for h in science} <= set(SCIENCE)
     assert cached  # the 503 request above already retrieved (and cached) this filtered query
+
+
+def test_the_endpoint_refuses_filters_on_indexes_without_metadata(tmp_path, small_index, embedder):
+    """Documents without metadata, and an index from before filters (no ``filter_fields``): a 422 naming the
+    field, and the index directory is left byte for byte as it was."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from toolkit.manifest import MANIFEST_NAME, sha256_tree
+    from toolkit.serving.app import create_app
+    from toolkit.serving.engine import free_port
+    from toolkit.serving.llm import EngineClient
+    from toolkit.serving.metrics import Metrics
+    from toolkit.serving.profiles import EndpointSettings
+    from toolkit.serving.rag import PromptBuilder, RagService
+
+    old = tmp_path / "old"
+    shutil.copytree(small_index, old)
+    m = json.loads((old / MANIFEST_NAME).read_text())
+    del m["results"]["filter_fields"]
+    (old / MANIFEST_NAME).write_text(json.dumps(m))
+    es = EndpointSettings()
+    for path, field, message in [(small_index, "filter.module", "carry no metadata"),
+                                 (old, "filter", "built without metadata")]:
+        before = sha256_tree(path)
+        index = load_index(path, embedder=embedder)
+        try:
+            rag = RagService(index, EngineClient(f"http://127.0.0.1:{free_port()}", "m", 5), es,
+                             PromptBuilder(es.system_prompt), Metrics())
+            r = TestClient(create_app(rag)).post("/v1/rag", json={"query": "Moon?", "filter": {"module": "json"}})
+            err = r.json()["error"]["message"]
+            assert r.status_code == 422 and err.startswith(f"field '{field}': ") and message in err, r.text
+            assert "\n" not in err
+        finally:
+            index.close()
+        assert sha256_tree(path) == before

@@ -17,6 +17,7 @@ the converter's own reason in one line.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -83,6 +84,36 @@ def _check_convertible(model_dir: Path) -> None:
         raise ToolkitError(f"{model_dir}: no weights (*.safetensors or *.bin) to convert")
 
 
+def _byte_level_with_fallback(tokenizer: dict[str, Any]) -> bool:
+    """A byte-level BPE tokenizer.json that also says ``byte_fallback`` (what transformers writes for a GGUF's
+    gpt2 tokenizer, e.g. the reference model's): llama.cpp's converter takes that for a SentencePiece-style
+    Llama vocabulary and writes ``tokenizer.ggml.model llama``, and llama-server then fails every request
+    ("unordered_map::at", measured with SmolLM2). Byte-level BPE never falls back: every byte has a token."""
+    pre = json.dumps(tokenizer.get("pre_tokenizer") or {})
+    model = tokenizer.get("model") or {}
+    return model.get("type") == "BPE" and bool(model.get("byte_fallback")) and '"ByteLevel"' in pre
+
+
+def _converter_view(model_dir: Path, view: Path) -> Path:
+    """``model_dir`` itself, or, for :func:`_byte_level_with_fallback` tokenizers, ``view``: links to its files
+    with a tokenizer.json that says plain byte-level BPE (no byte fallback, a ByteLevel decoder), which the
+    converter recognises by its pre-tokenizer hash (gpt2 model, e.g. pre ``smollm``). Encoding is unchanged."""
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        return model_dir
+    tokenizer = json.loads(path.read_text(encoding="utf-8"))
+    if not _byte_level_with_fallback(tokenizer):
+        return model_dir
+    view.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        if f.name != "tokenizer.json":
+            os.symlink(f.resolve(), view / f.name)
+    tokenizer["model"]["byte_fallback"] = False
+    tokenizer["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    (view / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+    return view
+
+
 def export_checkpoint(model_dir: Path, kind: str, output: Path, threads: int | None = None) -> dict[str, Any]:
     """Convert ``model_dir`` to F16 with llama.cpp's converter, quantize to ``kind``; returns the manifest."""
     from toolkit.engine.launch import llamacpp_command, llamacpp_env
@@ -99,8 +130,9 @@ def export_checkpoint(model_dir: Path, kind: str, output: Path, threads: int | N
         log = Path(scratch) / "export.log"
         f16 = Path(scratch) / "model-f16.gguf"
         final = tmp / "model.gguf"
+        source = _converter_view(model_dir, Path(scratch) / "source")
         with record.timed("convert_f16"):
-            _run_tool([sys.executable, str(script), str(model_dir), "--outtype", "f16", "--outfile",
+            _run_tool([sys.executable, str(script), str(source), "--outtype", "f16", "--outfile",
                        str(f16 if kind != "f16" else final)], log, f"convert_hf_to_gguf.py on {model_dir}")
         if kind != "f16":
             with record.timed("quantize"):

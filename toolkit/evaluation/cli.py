@@ -57,8 +57,9 @@ def git_commit() -> str | None:
 
 def eval_profile(profile: str | None, suite, out_dir: Path) -> Path:
     """The serving profile the eval runs with: the user's (or the device default) with the suite's engine
-    settings applied: prefix caching as the suite says, the hot-query cache off unless asked for (repeated
-    questions would otherwise skip embedding and search), extra vLLM flags added (vLLM profiles only)."""
+    settings applied: prefix caching as the suite says, the hot-query and semantic caches off unless asked for
+    (repeated or reworded questions would otherwise skip embedding and search), extra vLLM flags added (vLLM
+    profiles only)."""
     import yaml
 
     from toolkit.config import dump_recipe
@@ -69,6 +70,7 @@ def eval_profile(profile: str | None, suite, out_dir: Path) -> Path:
     prof.engine.enable_prefix_caching = suite.engine.prefix_caching
     if not suite.engine.query_cache:
         prof.endpoint.cache_size = 0
+    prof.endpoint.semantic_cache.enabled = suite.engine.semantic_cache
     # the suite's extra_args are vLLM flags (e.g. enforce_eager); llama.cpp has none of them
     if prof.engine.kind == "vllm":
         prof.engine.extra_args = {**prof.engine.extra_args, **suite.engine.extra_args}

@@ -116,6 +116,8 @@ class EngineSection(StrictModel):
     prefix_caching: bool = Field(False, description="off by default so before/after runs are comparable")
     query_cache: bool = Field(False, description="endpoint's hot-query cache; off so repeated questions pay "
                               "embedding + search like new ones")
+    semantic_cache: bool = Field(False, description="endpoint's semantic (paraphrase) cache: off whatever the "
+                                 "profile says unless turned on here, so quality figures are the model's")
     extra_args: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra vLLM server flags {name: value}, as in serving profiles")
 

@@ -36,12 +36,16 @@ def _python_version() -> str:
 
 
 def up_to_date(out: Path, recipe: ReferenceRecipe) -> bool:
-    """True when ``out`` holds every output of a build with this recipe on this Python version."""
+    """True when ``out`` holds every output of a build with this recipe on this Python version and corpus
+    format (a corpus written before its documents carried metadata is rebuilt)."""
+    from toolkit.reference.corpus import CORPUS_FORMAT
+
     manifest = read_manifest(out)
     return bool(
         manifest
         and manifest.get("recipe") == dump_recipe(recipe)
         and manifest.get("results", {}).get("python") == _python_version()
+        and manifest.get("results", {}).get("corpus_format") == CORPUS_FORMAT
         and all((out / f).is_file() for f in outputs(recipe))
     )
 
@@ -53,7 +57,14 @@ def _add_input(record: RunRecord, name: str, path: Path, tmp: Path, final: Path)
 
 
 def build_corpus(recipe: ReferenceRecipe, tmp: Path, progress: bool) -> tuple[dict[str, Any], list[dict]]:
-    from toolkit.reference.corpus import build_docs, dump_stdlib, split_by_package, write_corpus, write_jsonl
+    from toolkit.reference.corpus import (
+        CORPUS_FORMAT,
+        build_docs,
+        dump_stdlib,
+        split_by_package,
+        write_corpus,
+        write_jsonl,
+    )
     from toolkit.reference.qa import build_qa
 
     c = recipe.corpus
@@ -67,7 +78,7 @@ def build_corpus(recipe: ReferenceRecipe, tmp: Path, progress: bool) -> tuple[di
     if qa_counts["test"] < recipe.qa.min_test_pairs:
         raise ToolkitError(f"recipe field 'qa.min_test_pairs': only {qa_counts['test']} unambiguous QA pairs in "
                            f"the test split (need {recipe.qa.min_test_pairs}); raise 'corpus.test_share'")
-    stats = {"documents": len(docs), "splits": split_stats, "qa_pairs": qa_counts,
+    stats = {"corpus_format": CORPUS_FORMAT, "documents": len(docs), "splits": split_stats, "qa_pairs": qa_counts,
              "test_packages": sorted(p for p, s in assignment.items() if s == "test"),
              "validation_packages": sorted(p for p, s in assignment.items() if s == "validation")}
     return stats, qa

@@ -3,9 +3,10 @@
 Docstrings are collected by ``stdlib_dump.py`` in an isolated interpreter (``python -I -S``, fixed hash
 seed): only the standard library is importable there, and import-time side effects die with that process.
 Every API object with its own docstring (module, class, function, method, property) becomes a document
-``{"id", "title", "text"}`` whose id and title are the dotted name; the text is a header line (name and
-signature) followed by the docstring, whose summary paragraph is put on one line so an answer quoted from
-it is an exact substring of the document.
+``{"id", "title", "text", "module", "kind"}`` whose id and title are the dotted name; the text is a header line
+(name and signature) followed by the docstring, whose summary paragraph is put on one line so an answer quoted
+from it is an exact substring of the document. ``module`` (the module that documents the object, e.g.
+``json.decoder``) and ``kind`` are metadata: an index built from the corpus can filter on them.
 
 Splits are by *top-level package* (``email.message`` and ``email.parser`` always land together), assigned
 by a seeded shuffle that fills test, then validation, to their target share of documents; the rest is
@@ -28,6 +29,8 @@ from pathlib import Path
 from toolkit.errors import ToolkitError
 
 SPLITS = ("train", "validation", "test")
+# bumped when docs.jsonl rows change shape (2: module and kind metadata), so an older corpus is rebuilt
+CORPUS_FORMAT = 2
 DUMP_SCRIPT = Path(__file__).with_name("stdlib_dump.py")
 _SIGNATURE_LINE = re.compile(r"^[\w.]+\(.*\)(\s*->\s*.*)?$", re.S)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`'\"(\[])")
@@ -49,7 +52,9 @@ class Doc:
         return self.module.split(".")[0]
 
     def record(self) -> dict[str, str]:
-        return {"id": self.id, "title": self.title, "text": self.text}
+        """The ``docs.jsonl`` row: top-level fields besides id/title/text are metadata an index can filter on
+        (:func:`toolkit.retrieval.chunking.doc_meta`), e.g. ``{"module": "json"}``."""
+        return {"id": self.id, "title": self.title, "text": self.text, "module": self.module, "kind": self.kind}
 
 
 def _reflow(paragraph: str) -> str:

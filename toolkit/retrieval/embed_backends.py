@@ -87,9 +87,15 @@ def int8_weight_type(report: dict[str, Any] | None = None) -> str:
 
 
 def _versions() -> dict[str, str | None]:
-    from toolkit.hardware import _version
+    import importlib.metadata as md
 
-    return {p: _version(p) for p in ("torch", "transformers", "sentence-transformers", "onnxruntime", "onnx",
+    def version(dist: str) -> str | None:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    return {p: version(p) for p in ("torch", "transformers", "sentence-transformers", "onnxruntime", "onnx",
                                      "openvino", "nncf")}
 
 
@@ -165,11 +171,11 @@ def _quantize_openvino(st, src: Path, out: Path, texts: Sequence[str]) -> None:
     import nncf
     import openvino as ov
 
-    names = [i.get_any_name() for i in ov.Core().read_model(str(src / OV_FILE)).inputs]
+    model = ov.Core().read_model(str(src / OV_FILE))
+    names = [i.get_any_name() for i in model.inputs]
     items = [{k: v.numpy().astype(np.int64) for k, v in st[0].tokenizer([t], return_tensors="pt", truncation=True,
                                                                        max_length=st.max_seq_length).items()
               if k in names} for t in texts]
-    model = ov.Core().read_model(str(src / OV_FILE))
     q = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items))
     ov.save_model(q, str(out / OV_FILE), compress_to_fp16=False)
 
@@ -260,7 +266,9 @@ def _openvino_runner(path: Path, threads: int | None) -> tuple[Callable[[dict[st
     local = threading.local()  # an infer request is not thread-safe; one per calling thread
 
     def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        req = getattr(local, "req", None) or setattr(local, "req", compiled.create_infer_request()) or local.req
+        req = getattr(local, "req", None)
+        if req is None:
+            req = local.req = compiled.create_infer_request()
         return req.infer(feeds)[0].copy()  # the output buffer is reused by the next call
 
     return run, names

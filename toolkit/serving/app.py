@@ -364,13 +364,15 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
     @app.get("/healthz")
     async def healthz():
         engine_ok = await rag.engine.healthy()
+        index = rag.current_index()  # also a check for an updated index (toolkit.serving.index_watch)
         body = {"status": "ok" if engine_ok else "degraded", "engine": "ok" if engine_ok else "unreachable",
-                "engine_url": rag.engine.base_url, "index": rag.index.info(), "cache_entries": len(rag.cache),
-                "in_flight": guard.in_flight}
+                "engine_url": rag.engine.base_url, "index": index.info(), "cache_entries": len(rag.cache),
+                "in_flight": guard.in_flight, "index_reload": rag.watch.status() if rag.watch else None}
         return JSONResponse(body, 200 if engine_ok else 503)
 
     @app.get("/metrics")
     async def prometheus():
+        rag.current_index()  # a scrape checks for an updated index too, so an idle endpoint follows updates
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app

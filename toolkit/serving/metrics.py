@@ -19,6 +19,9 @@ class Metrics:
         self.cache_misses = Counter("rag_cache_misses_total", "Hot-query cache misses", registry=self.registry)
         self.cache_errors = Counter("toolkit_cache_errors_total", "Query-cache backend failures (Redis down, slow or "
                                     "refusing), each served as a cache miss", registry=self.registry)
+        self.index_reloads = Counter("rag_index_reloads_total", "Index reloads after an update of the index "
+                                     "directory (result: ok, failed; a failed one keeps the old index)", ["result"],
+                                     registry=self.registry)
         self.in_flight = Gauge("rag_in_flight_requests", "Requests being processed", registry=self.registry)
         self.rejected = Counter("rag_rejected_total", "Requests refused or cut off (reason: concurrency, auth, "
                                 "engine, deadline)", ["reason"], registry=self.registry)

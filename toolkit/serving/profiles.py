@@ -134,6 +134,9 @@ class RetrievalSettings(StrictModel):
         None, description="runtime of the query embedder (toolkit.retrieval.embed_backends; default: the backend "
         "the index was built with); another than the index's needs a selection that measured the pair "
         "(python -m toolkit.retrieval.embed_select)")
+    reload_check_s: float = Field(2.0, ge=0, description="how often (at most) the endpoint checks the index "
+                                  "manifest for a new index_version (`toolkit index add/remove`) and reloads it in "
+                                  "the background; 0 = never (toolkit.serving.index_watch)")
 
 
 class ServeProfile(StrictModel):

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.prompt import rag_messages
 from toolkit.retrieval.index import Hit, RetrievalIndex
@@ -26,6 +26,9 @@ from toolkit.serving.llm import Generation
 from toolkit.serving.metrics import Metrics
 from toolkit.serving.profiles import EndpointSettings
 from toolkit.serving.semantic_cache import SemanticEntry
+
+if TYPE_CHECKING:
+    from toolkit.serving.index_watch import IndexWatch
 
 
 class PromptTooLong(Exception):
@@ -125,8 +128,16 @@ class RagService:
     def __init__(self, index: RetrievalIndex, engine: ChatEngine, settings: EndpointSettings,
                  prompt: PromptBuilder, metrics: Metrics) -> None:
         self.index, self.engine, self.settings, self.prompt, self.metrics = index, engine, settings, prompt, metrics
+        self.watch: IndexWatch | None = None  # set by toolkit.serving.index_watch.watch_index to follow updates
         # in this process, or in a Redis shared by every replica (endpoint.cache.backend)
         self.cache, self.semantic = make_caches(settings, metrics)
+
+    def current_index(self) -> RetrievalIndex:
+        """The index to answer with (after a cheap check for an updated one, when watched). Callers read it
+        once per request, so a reload swapping ``self.index`` meanwhile never mixes two versions in one answer."""
+        if self.watch is not None:
+            self.watch.poll()
+        return self.index
 
     def retrieve(self, query: str, top_k: int, filter: dict[str, Any] | None = None
                  ) -> tuple[list[Hit], dict[str, float], bool]:
@@ -142,7 +153,8 @@ class RagService:
         question than the unfiltered one."""
         timings = {"embed": 0.0, "search": 0.0}
         fkey = filter_key(filter)
-        entry = self.cache.get(self.index.version, query, fkey)
+        index = self.current_index()  # one version for the whole lookup: cache keys match what is searched
+        entry = self.cache.get(index.version, query, fkey)
         if entry is not None:  # an exact hit: the cached embedding, and the hits when k did not grow
             self.metrics.cache_hits.inc()
             vec = entry.embedding
@@ -151,22 +163,22 @@ class RagService:
         else:
             self.metrics.cache_misses.inc()
             t = time.perf_counter()
-            vec = self.index.embed(query)
+            vec = index.embed(query)
             timings["embed"] = (time.perf_counter() - t) * 1000
         if self.semantic is not None:
             # a paraphrase (or the query itself, cosine 1): its retrieval, no search
-            if match := self.semantic.lookup(self.index.version, vec, top_k, fkey, query):
+            if match := self.semantic.lookup(index.version, vec, top_k, fkey, query):
                 return match.entry.hits[:top_k], timings, True, (match.entry, True)
             if entry is not None and entry.top_k >= top_k:  # aged out of the semantic cache only: refill it
-                sem = self.semantic.put(self.index.version, query, vec, entry.hits, entry.top_k, fkey)
+                sem = self.semantic.put(index.version, query, vec, entry.hits, entry.top_k, fkey)
                 return entry.hits[:top_k], timings, True, (sem, False)
         t = time.perf_counter()
-        hits = self.index.search_vector(vec, top_k, filter)  # the filter applies inside the search
+        hits = index.search_vector(vec, top_k, filter)  # the filter applies inside the search
         timings["search"] = (time.perf_counter() - t) * 1000
-        self.cache.put(self.index.version, query, CacheEntry(vec, hits, top_k), fkey)
+        self.cache.put(index.version, query, CacheEntry(vec, hits, top_k), fkey)
         if self.semantic is None:
             return hits, timings, entry is not None, None
-        return hits, timings, entry is not None, (self.semantic.put(self.index.version, query, vec, hits, top_k,
+        return hits, timings, entry is not None, (self.semantic.put(index.version, query, vec, hits, top_k,
                                                                     fkey), False)
 
     async def prepare(self, query: str, top_k: int, max_tokens: int,

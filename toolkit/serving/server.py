@@ -51,6 +51,12 @@ def build_app(index: str | Path, engine_url: str, profile: ServeProfile, model: 
     prompt = PromptBuilder(es.system_prompt, local, profile.engine.max_model_len)
     engine = EngineClient(engine_url, served_model_name, es.request_timeout_s)
     rag = RagService(index_obj, engine, es, prompt, Metrics())
+    if profile.retrieval.reload_check_s:  # follow `toolkit index add/remove` without a restart
+        from toolkit.serving.index_watch import watch_index
+
+        cfg = index_config(profile.retrieval)
+        watch_index(rag, index, lambda current: load_index(index, config=cfg, embedder=current.embedder),
+                    profile.retrieval.reload_check_s)
     return create_app(rag, os.environ.get(es.api_key_env) or None, served_model_name)
 
 
