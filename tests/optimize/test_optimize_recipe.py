@@ -98,6 +98,28 @@ def test_space_is_every_combination_baseline_first_and_top_k_shares_a_stack(tmp_
     assert len(cs) == 8 and cs[0] == Config("m1", None, False, None, 5)
     assert len({c.id for c in cs}) == 8 and len({stack_key(c) for c in cs}) == 4
     assert Config("m1", 4, True, 512, 3).label() == "m1 seqs=4 prefix=on batched=512 top_k=3"
+    r = load_optimize_recipe(write(tmp_path, {"name": "x", "space": {
+        "variants": ["m1"], "dtype": [None, "float32"], "kv_cache_space_gib": [None, 2], "top_k": [5, 3]}}))
+    cs = configs(r.space)  # dtype and the KV cache restart the engine; top_k does not
+    assert len(cs) == 8 and len({stack_key(c) for c in cs}) == 4 and cs[0] == Config("m1")
+    assert Config("m1", dtype="float32", kv_cache_space_gib=2.0, top_k=3).label() == "m1 dtype=float32 kv=2GiB top_k=3"
+
+
+def test_engine_axes_reach_the_serve_profile(tmp_path):
+    from toolkit.evaluation.suite import load_suite
+    from toolkit.optimize.space import serve_profile
+    from toolkit.paths import REPO_ROOT
+    from toolkit.serving.profiles import load_profile
+
+    r = load_optimize_recipe(write(tmp_path, {"name": "x", "space": {"variants": ["m1"]}}))
+    suite = load_suite(REPO_ROOT / "eval" / "suites" / "smoke.yaml")
+    c = Config("m1", max_num_seqs=4, enable_prefix_caching=True, max_num_batched_tokens=256, top_k=3,
+               dtype="float32", kv_cache_space_gib=2.0)
+    prof = load_profile(serve_profile(r, suite, c, tmp_path))
+    e = prof.engine
+    assert (e.max_num_seqs, e.enable_prefix_caching, e.dtype, e.kv_cache_space_gib) == (4, True, "float32", 2.0)
+    assert e.extra_args == {"enforce_eager": True, "max_num_batched_tokens": 256} and prof.endpoint.top_k == 3
+    assert prof.endpoint.cache_size == 0  # measured with the hot-query cache off, as toolkit eval does
 
 
 def test_trial_store_round_trips_and_refuses_another_context(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -77,12 +77,17 @@ class Space(StrictModel):
     max_num_batched_tokens: list[int | None] = Field(default_factory=lambda: [None], min_length=1,
                                                      description="vLLM chunked-prefill budget (null: vLLM's)")
     top_k: list[int] = Field(default_factory=lambda: [5], min_length=1, description="passages in the prompt")
+    dtype: list[Literal["auto", "bfloat16", "float16", "float32"] | None] = Field(
+        default_factory=lambda: [None], min_length=1, description="vLLM --dtype, the activations' format (null: the "
+        "profile's); which is fastest depends on the CPU (make precision measures it)")
+    kv_cache_space_gib: list[float | None] = Field(default_factory=lambda: [None], min_length=1,
+                                                   description="CPU: VLLM_CPU_KVCACHE_SPACE in GiB (null: profile's)")
 
-    @field_validator("max_num_seqs", "max_num_batched_tokens", "top_k")
+    @field_validator("max_num_seqs", "max_num_batched_tokens", "top_k", "kv_cache_space_gib", "dtype")
     @classmethod
-    def _positive(cls, v: list[int | None]) -> list[int | None]:
-        if any(x is not None and x < 1 for x in v):
-            raise ValueError("every value must be >= 1 (or null for the default)")
+    def _positive(cls, v: list) -> list:
+        if any(isinstance(x, (int, float)) and x <= 0 for x in v):
+            raise ValueError("every value must be > 0 (or null for the default)")
         if len(set(v)) != len(v):
             raise ValueError("a value is listed twice")
         return v

@@ -24,6 +24,8 @@ class Config:
     enable_prefix_caching: bool = False
     max_num_batched_tokens: int | None = None
     top_k: int = 5
+    dtype: str | None = None
+    kv_cache_space_gib: float | None = None
 
     @property
     def id(self) -> str:
@@ -39,6 +41,10 @@ class Config:
             parts.append("prefix=on")
         if self.max_num_batched_tokens is not None:
             parts.append(f"batched={self.max_num_batched_tokens}")
+        if self.dtype is not None:
+            parts.append(f"dtype={self.dtype}")
+        if self.kv_cache_space_gib is not None:
+            parts.append(f"kv={self.kv_cache_space_gib:g}GiB")
         parts.append(f"top_k={self.top_k}")
         return " ".join(parts)
 
@@ -48,13 +54,15 @@ class Config:
 
 def configs(space: Space) -> list[Config]:
     """Every combination, baseline first (``itertools.product`` keeps the first value of each axis first)."""
-    return [Config(str(v), s, p, b, k) for v, s, p, b, k in itertools.product(
-        space.variants, space.max_num_seqs, space.enable_prefix_caching, space.max_num_batched_tokens, space.top_k)]
+    return [Config(str(v), s, p, b, k, d, kv) for v, s, p, b, d, kv, k in itertools.product(
+        space.variants, space.max_num_seqs, space.enable_prefix_caching, space.max_num_batched_tokens, space.dtype,
+        space.kv_cache_space_gib, space.top_k)]
 
 
 def stack_key(c: Config) -> tuple[Any, ...]:
     """What needs its own engine start: everything but ``top_k``."""
-    return (c.variant, c.max_num_seqs, c.enable_prefix_caching, c.max_num_batched_tokens)
+    return (c.variant, c.max_num_seqs, c.enable_prefix_caching, c.max_num_batched_tokens, c.dtype,
+            c.kv_cache_space_gib)
 
 
 def serve_profile(recipe: OptimizeRecipe, suite, c: Config, out_dir: Path, for_serving: bool = False) -> Path:
@@ -79,6 +87,10 @@ def serve_profile(recipe: OptimizeRecipe, suite, c: Config, out_dir: Path, for_s
     e.enable_prefix_caching = c.enable_prefix_caching
     if c.max_num_seqs is not None:
         e.max_num_seqs = c.max_num_seqs
+    if c.dtype is not None:
+        e.dtype = c.dtype
+    if c.kv_cache_space_gib is not None:
+        e.kv_cache_space_gib = c.kv_cache_space_gib
     extra = dict(e.extra_args)
     if c.max_num_batched_tokens is not None:
         extra["max_num_batched_tokens"] = c.max_num_batched_tokens
