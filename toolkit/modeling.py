@@ -73,14 +73,21 @@ def load_causal_lm(path_or_id: str | Path, dtype: Any = "auto", device: str | No
     return model.eval()
 
 
-def _gguf_kwargs(name: str) -> dict[str, str]:
-    """``{"gguf_file": f}`` for a GGUF model directory (``toolkit export-gguf``: one ``.gguf``, no safetensors or
-    ``.bin`` weights), so transformers dequantizes the very weights llama.cpp serves; ``{}`` otherwise."""
-    d = Path(name)
+def gguf_file(path: str | Path) -> str | None:
+    """The ``.gguf`` file name of a GGUF model directory (``toolkit export-gguf``: one ``.gguf``, no safetensors
+    or ``.bin`` weights; what llama.cpp serves), None for any other checkpoint."""
+    d = Path(path)
     if not d.is_dir() or any(d.glob("*.safetensors")) or any(d.glob("*.bin")):
-        return {}
+        return None
     ggufs = sorted(d.glob("*.gguf"))
-    return {"gguf_file": ggufs[0].name} if len(ggufs) == 1 else {}
+    return ggufs[0].name if len(ggufs) == 1 else None
+
+
+def _gguf_kwargs(name: str) -> dict[str, str]:
+    """``{"gguf_file": f}`` for a GGUF model directory, so transformers dequantizes the very weights llama.cpp
+    serves; ``{}`` otherwise."""
+    f = gguf_file(name)
+    return {"gguf_file": f} if f else {}
 
 
 def stored_dtype(path_or_id: str | Path) -> torch.dtype:

@@ -207,6 +207,13 @@ def test_export_gguf_writes_a_q8_0_model_dir_with_manifest(tiny_q8):
     assert "Q8_0" in m["results"]["gguf_file_type"].upper()
     assert (tiny_q8 / "config.json").is_file() and (tiny_q8 / "tokenizer.json").is_file()
     assert not list(tiny_q8.glob("*.safetensors"))
+    # transformers writes SmolLM2's GGUF tokenizer with byte_fallback; converted as it is, llama.cpp would take it
+    # for a SentencePiece vocabulary and fail every request: the export must say byte-level BPE (gpt2)
+    import gguf
+
+    fields = gguf.GGUFReader(tiny_q8 / "model.gguf").fields
+    assert fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm"
 
 
 @pytest.mark.slow

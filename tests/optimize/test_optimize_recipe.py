@@ -140,3 +140,27 @@ def test_trial_store_round_trips_and_refuses_another_context(tmp_path):
     with pytest.raises(ToolkitError, match="r0-bad.json: unreadable trial record"):
         store.trials()
     assert json.loads((tmp_path / "opt" / "trials" / "context.json").read_text()) == {"slo": {"e2e_ms": 2000.0}}
+
+
+def test_a_gguf_variant_is_served_by_llamacpp_with_only_the_knobs_it_has(tmp_path):
+    from toolkit.evaluation.suite import load_suite
+    from toolkit.optimize.space import engine_kind, serve_profile
+    from toolkit.paths import REPO_ROOT
+    from toolkit.serving.profiles import load_profile
+
+    gguf = tmp_path / "model-q8_0"
+    gguf.mkdir()
+    (gguf / "model.gguf").write_bytes(b"GGUF")  # only the layout matters here: nothing loads it
+    (gguf / "config.json").write_text("{}")
+    assert engine_kind(gguf) == "llamacpp" and engine_kind(tmp_path) == "vllm"
+    r = load_optimize_recipe(write(tmp_path, {"name": "x", "space": {
+        "variants": ["m1", str(gguf)], "max_num_seqs": [None, 8], "dtype": [None, "float32"], "top_k": [5, 3]}}))
+    cs = configs(r.space)
+    assert len([c for c in cs if c.variant == "m1"]) == 8
+    mine = [c for c in cs if c.variant == str(gguf)]  # the vLLM axes collapse: top_k only
+    assert mine == [Config(str(gguf), top_k=5), Config(str(gguf), top_k=3)]
+    assert mine[0].label() == "model-q8_0 llama.cpp top_k=5"
+    suite = load_suite(REPO_ROOT / "eval" / "suites" / "smoke.yaml")
+    prof = load_profile(serve_profile(r, suite, Config(str(gguf), enable_prefix_caching=True, top_k=3), tmp_path))
+    assert prof.engine.kind == "llamacpp" and prof.engine.enable_prefix_caching is True
+    assert prof.engine.extra_args == {} and prof.engine.llamacpp.parallel >= 1 and prof.endpoint.top_k == 3

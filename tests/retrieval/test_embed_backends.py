@@ -221,3 +221,16 @@ def test_selection_index_manifest_and_pair_refusal(model_dir, cache, small_docs,
     sel["pairs"] = [p for p in sel["pairs"] if p["query"] != "torch"]
     assert not embed_select.pair_allowed(sel, sel["model_id"], "onnx-int8", "torch")
     assert embed_select.pair_allowed(None, sel["model_id"], "onnx", "onnx")
+
+
+def test_serve_profile_backend_reaches_the_endpoint(small_index, tmp_path, monkeypatch) -> None:
+    """``retrieval.embedding_backend`` is what the endpoint loads the index with: a torch-built index asked for
+    ONNX queries with no selection result is refused (one line) before any model or engine is touched."""
+    from toolkit.retrieval import embed_select
+    from toolkit.serving.profiles import RetrievalSettings, ServeProfile
+    from toolkit.serving.server import build_app
+
+    monkeypatch.setattr(embed_select, "DEFAULT_OUTPUT", tmp_path / "none.json")
+    profile = ServeProfile(retrieval=RetrievalSettings(embedding_backend="onnx"))
+    with pytest.raises(ToolkitError, match="embedded with backend 'torch', queries would use 'onnx'"):
+        build_app(small_index, "http://127.0.0.1:9", profile)

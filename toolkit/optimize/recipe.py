@@ -127,6 +127,8 @@ class OptimizeRecipe(StrictModel):
     suite: str = Field("eval/suites/demo.yaml", description="eval suite: QA set, perplexity text, load warm-up")
     index: str | None = Field(None, description="retrieval index directory (default: artifacts/indexes/flat)")
     profile: str | None = Field(None, description="base serve profile the knobs are applied to (default: device's)")
+    llamacpp_profile: str = Field("serve/llamacpp.yaml", description="base serve profile of GGUF variants, which "
+                                  "llama.cpp serves (make setup-llamacpp)")
     slo: str | None = Field(None, description="e.g. e2e_p95:2000,ttft_p95:800 (toolkit.evaluation.slo.parse_slo); "
                             "null: the suite's slo section")
     quality: Quality = Field(default_factory=Quality)

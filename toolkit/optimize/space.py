@@ -46,17 +46,34 @@ class Config:
         if self.kv_cache_space_gib is not None:
             parts.append(f"kv={self.kv_cache_space_gib:g}GiB")
         parts.append(f"top_k={self.top_k}")
+        if engine_kind(self.variant) == "llamacpp":
+            parts.insert(1, "llama.cpp")
         return " ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def engine_kind(variant: str | Path) -> str:
+    """``llamacpp`` for a GGUF model directory (served by llama.cpp's llama-server), else ``vllm``."""
+    from toolkit.modeling import gguf_file
+    from toolkit.optimize.recipe import repo_path
+
+    return "llamacpp" if gguf_file(repo_path(variant)) else "vllm"
+
+
 def configs(space: Space) -> list[Config]:
-    """Every combination, baseline first (``itertools.product`` keeps the first value of each axis first)."""
-    return [Config(str(v), s, p, b, k, d, kv) for v, s, p, b, d, kv, k in itertools.product(
-        space.variants, space.max_num_seqs, space.enable_prefix_caching, space.max_num_batched_tokens, space.dtype,
-        space.kv_cache_space_gib, space.top_k)]
+    """Every combination, baseline first (``itertools.product`` keeps the first value of each axis first). A GGUF
+    variant is served by llama.cpp, which has none of the vLLM knobs (max_num_seqs, chunked prefill, dtype, KV
+    cache size): its configurations vary prefix caching and top_k only."""
+    out: dict[Config, None] = {}
+    for v, s, p, b, d, kv, k in itertools.product(space.variants, space.max_num_seqs, space.enable_prefix_caching,
+                                                  space.max_num_batched_tokens, space.dtype,
+                                                  space.kv_cache_space_gib, space.top_k):
+        c = (Config(str(v), enable_prefix_caching=p, top_k=k) if engine_kind(v) == "llamacpp"
+             else Config(str(v), s, p, b, k, d, kv))
+        out.setdefault(c, None)
+    return list(out)
 
 
 def stack_key(c: Config) -> tuple[Any, ...]:
@@ -80,7 +97,9 @@ def serve_profile(recipe: OptimizeRecipe, suite, c: Config, out_dir: Path, for_s
     from toolkit.serving.profiles import load_profile
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = eval_profile(str(repo_path(recipe.profile)) if recipe.profile else None, suite, out_dir)
+    llamacpp = engine_kind(c.variant) == "llamacpp"
+    base_profile = recipe.llamacpp_profile if llamacpp else recipe.profile
+    base = eval_profile(str(repo_path(base_profile)) if base_profile else None, suite, out_dir)
     prof = load_profile(base)
     base.unlink()
     e = prof.engine

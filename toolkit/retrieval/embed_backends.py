@@ -207,14 +207,17 @@ def ensure_export(st, model_dir: str | Path, model_id: str, backend: str, cache_
     settings: dict[str, Any] = {"backend": backend, "source_sha256": fingerprint, "opset": OPSET}
     if backend == "onnx-int8":
         settings.update(weight_type=int8_weight_type(), per_channel=True)
+    out = export_dir(cache_root, model_id, backend)
+    cached = read_manifest(out) if out.is_dir() else None
     if backend == "openvino-int8":
+        if calibration is None and cached and {k: v for k, v in cached.get("recipe", {}).items()
+                                               if not k.startswith("calibration_")} == settings:
+            return out  # no calibration asked for: any calibration of this model will do (a server start)
         texts = list(calibration) if calibration is not None else default_calibration_texts()
         if not texts:
             raise ToolkitError("embedding backend 'openvino-int8': no calibration texts")
         settings["calibration_sha256"] = hashlib.sha256("\n".join(texts).encode()).hexdigest()
         settings["calibration_texts"] = len(texts)
-    out = export_dir(cache_root, model_id, backend)
-    cached = read_manifest(out) if out.is_dir() else None
     if cached and cached.get("recipe") == settings:
         return out
     parent = {"onnx-int8": "onnx", "openvino": "onnx", "openvino-int8": "openvino"}.get(backend)

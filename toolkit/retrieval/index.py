@@ -39,6 +39,7 @@ from toolkit.manifest import MANIFEST_NAME, RunRecord, atomic_dir, read_manifest
 from toolkit.retrieval.backend import VectorBackend, backend_class
 from toolkit.retrieval.chunking import Chunk, chunk_docs, read_docs
 from toolkit.retrieval.config import IndexConfig, embedding_id
+from toolkit.retrieval.embed_backends import export_info
 from toolkit.retrieval.embedding import Embedder
 from toolkit.retrieval.store import (
     STORE_NAME,
@@ -101,7 +102,7 @@ class RetrievalIndex:
         return {"path": str(self.path), "backend": r["backend"], "index_type": r["index_type"], "count": r["count"],
                 "dimension": r["dimension"], "embedding_model": r["embedding_model"], "device": self.backend.device,
                 "version": self.version, "filter_fields": self.filter_fields,
-                "embedding_backend": self.embedder.backend}
+                "embedding_backend": getattr(self.embedder, "backend", "torch")}
 
     def close(self) -> None:
         self.backend.close()
@@ -127,8 +128,9 @@ def build_index(docs: str | Path | list[dict[str, str]], output: str | Path, con
         raise ToolkitError("documents contain no text to index")
     with record.timed("load_embedder"):
         embedder = embedder or Embedder(config.embedding_model, backend=embedding_backend or "torch")
-    if embedding_backend and embedder.backend != embedding_backend:
-        raise ToolkitError(f"preloaded embedder runs backend {embedder.backend}, embedding_backend says "
+    backend_name = getattr(embedder, "backend", "torch")  # duck-typed embedders (tests) run "torch"
+    if embedding_backend and backend_name != embedding_backend:
+        raise ToolkitError(f"preloaded embedder runs backend {backend_name}, embedding_backend says "
                            f"{embedding_backend}")
     if embedder.model_id != config.embedding_id():
         raise ToolkitError(f"preloaded embedder is {embedder.model_id}, config says {config.embedding_id()}")
@@ -141,7 +143,8 @@ def build_index(docs: str | Path | list[dict[str, str]], output: str | Path, con
     eff = effective_params(config.faiss, len(chunks), embedder.dimension)
     version = uuid.uuid4().hex[:12]
     results: dict[str, Any] = {"backend": config.backend, "embedding_model": embedder.model_id,
-                               "embedding_backend": embedder.backend,
+                               "embedding_backend": backend_name,
+                               "embedding_export": export_info(getattr(embedder, "export_path", None)),
                                "dimension": embedder.dimension, "count": len(chunks), "documents": len(docs),
                                "index_type": eff["index_type"], "params": eff, "index_version": version,
                                "filter_fields": meta_fields(chunks)}
@@ -195,7 +198,7 @@ def _embedder_for(path: Path, manifest: dict[str, Any], embedding_model: str | N
     r = manifest["results"]
     built_with = r["embedding_model"]
     built_backend = r.get("embedding_backend", "torch")  # indexes from before backends: torch
-    backend = embedder.backend if embedder else backend or built_backend
+    backend = getattr(embedder, "backend", "torch") if embedder else backend or built_backend
     if backend != built_backend:
         from toolkit.retrieval.embed_select import DEFAULT_OUTPUT, load_selection, pair_allowed
 
