@@ -154,6 +154,10 @@ def test_openvino_int8_close_to_torch(model_dir, cache, reference) -> None:
     calibration = [s for s in SENTENCES for _ in range(4)]
     emb = Embedder(model_dir, threads=1, backend="openvino-int8", cache_dir=cache, calibration=calibration)
     _check(emb, reference, 0.95)
+    inode = (emb.export_path / "model.xml").stat().st_ino
+    # a server start asks for no particular calibration: the cached export is used, not rebuilt
+    again = Embedder(model_dir, threads=1, backend="openvino-int8", cache_dir=cache)
+    assert (again.export_path / "model.xml").stat().st_ino == inode
 
 
 def test_profile_field_lists_every_backend() -> None:

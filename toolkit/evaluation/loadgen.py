@@ -64,6 +64,30 @@ class LoadPlan:
     warmup: int = 0
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # None: measured questions from the first, warm-up from the last (as always); a number: warm-up then measured
+    # questions from there on (QuestionCursor), so a run never repeats a prompt the engine has seen
+    offset: int | None = None
+
+
+class QuestionCursor:
+    """Hands out fresh question offsets across the load points sent to one running engine.
+
+    With prefix caching on, vLLM keeps the KV of every prompt it computed (16-token blocks, LRU): a load point
+    that re-sends a question asked before skips its whole prefill, which no real user stream does. Measuring
+    prefix caching honestly means sending each question once per engine, so that only what requests really
+    share (the system prompt, passages retrieved for several questions) is reused. ``take(n)`` returns the
+    offset of the next ``n`` unused questions; past the end of the pool it wraps (by then the oldest prompts
+    have long left a modest KV cache) and counts ``wrapped``."""
+
+    def __init__(self, pool_size: int, start: int = 0) -> None:
+        self.pool_size, self.next, self.wrapped = pool_size, start, 0
+
+    def take(self, n: int) -> int:
+        offset = self.next
+        self.next += n
+        if self.next > self.pool_size * (self.wrapped + 1):
+            self.wrapped += 1
+        return offset
 
 
 def engine_messages(req: Request) -> list[dict[str, str]]:
@@ -201,10 +225,11 @@ async def run_point(target: Target, reqs: Sequence[Request], plan: LoadPlan, tim
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits, headers=auth_headers()) as client:
-        if plan.warmup:  # the last questions, so a response cache cannot serve the measured ones
-            await _closed_loop(client, target, cycle(reqs, plan.warmup, offset=-plan.warmup),
-                               plan.concurrency or 1)
-        measured = cycle(reqs, plan.requests)
+        first = 0 if plan.offset is None else plan.offset + plan.warmup
+        if plan.warmup:  # other questions than the measured ones, so a cache cannot serve those
+            await _closed_loop(client, target, cycle(reqs, plan.warmup, offset=first - plan.warmup if plan.offset
+                                                     is not None else -plan.warmup), plan.concurrency or 1)
+        measured = cycle(reqs, plan.requests, first)
         t = time.perf_counter()
         if plan.mode == "poisson":
             records = await _open_loop(client, target, measured, plan.rate_rps or 1.0, plan.seed)

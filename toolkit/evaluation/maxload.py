@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from toolkit.errors import ToolkitError
 
 if TYPE_CHECKING:
-    from toolkit.evaluation.loadgen import LoadPlan, Request, Target
+    from toolkit.evaluation.loadgen import LoadPlan, QuestionCursor, Request, Target
     from toolkit.evaluation.report import MaxLoad, MaxLoadTrial
     from toolkit.evaluation.suite import LoadSection
 
@@ -126,25 +126,31 @@ def search(measure: Callable[[float], tuple[bool, T]], start: float, limit: floa
 
 # --- plumbing: real trials against the RAG endpoint ------------------------------------------------------
 
-def trial_plan(load_section: LoadSection, load: float) -> LoadPlan:
-    """The load point of one trial (suite ``load`` section with its ``max_load`` settings)."""
+def trial_plan(load_section: LoadSection, load: float, cursor: QuestionCursor | None = None) -> LoadPlan:
+    """The load point of one trial (suite ``load`` section with its ``max_load`` settings); with a ``cursor``,
+    on questions the engine has not seen (:class:`toolkit.evaluation.loadgen.QuestionCursor`)."""
     from toolkit.evaluation.loadgen import LoadPlan
     from toolkit.evaluation.suite import MaxLoadSection
 
     ml = load_section.max_load or MaxLoadSection()
     if ml.mode == "concurrency":
         c = int(load)
-        return LoadPlan(name=f"maxload-c{c}", mode="concurrency", concurrency=c, requests=max(ml.requests, c),
+        plan = LoadPlan(name=f"maxload-c{c}", mode="concurrency", concurrency=c, requests=max(ml.requests, c),
                         warmup=load_section.warmup)
-    seed = load_section.poisson.seed if load_section.poisson is not None else 0
-    return LoadPlan(name=f"maxload-poisson{load:g}", mode="poisson", rate_rps=load, requests=ml.requests,
-                    warmup=load_section.warmup, seed=seed)
+    else:
+        seed = load_section.poisson.seed if load_section.poisson is not None else 0
+        plan = LoadPlan(name=f"maxload-poisson{load:g}", mode="poisson", rate_rps=load, requests=ml.requests,
+                        warmup=load_section.warmup, seed=seed)
+    if cursor is not None:
+        plan.offset = cursor.take(plan.warmup + plan.requests)
+    return plan
 
 
 def find_max_load(target: Target, reqs: Sequence[Request], load_section: LoadSection, slo: dict[str, Any],
-                  console) -> tuple[MaxLoad, list[dict[str, Any]]]:
+                  console, cursor: QuestionCursor | None = None) -> tuple[MaxLoad, list[dict[str, Any]]]:
     """Run the search against ``target`` (the RAG endpoint) with a progress line per trial on the rich
-    ``console``; return (report ``MaxLoad``, the trials' records tagged ``"phase": "max_load"``)."""
+    ``console``; return (report ``MaxLoad``, the trials' records tagged ``"phase": "max_load"``). ``cursor``:
+    every trial on fresh questions (needed to measure prefix caching; see ``QuestionCursor``)."""
     from toolkit.evaluation.loadgen import run_point_sync
     from toolkit.evaluation.repeats import outcome
     from toolkit.evaluation.report import MaxLoad, MaxLoadTrial
@@ -158,7 +164,7 @@ def find_max_load(target: Target, reqs: Sequence[Request], load_section: LoadSec
                   f"{ml.start:g}..{ml.limit:g}, budget {ml.budget_s:g} s")
 
     def measure(load: float) -> tuple[bool, MaxLoadTrial]:
-        plan = trial_plan(load_section, load)
+        plan = trial_plan(load_section, load, cursor)
         console.print(f"[bold]max load[/] trial {load:g} {UNITS[ml.mode]}: {plan.requests} requests")
         summary, recs = run_point_sync(target, reqs, plan, load_section.timeout_s, slo)
         records.extend({"phase": "max_load", "load": load, **r} for r in recs)

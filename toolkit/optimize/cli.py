@@ -78,13 +78,14 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     for v in recipe.space.variants:
         if not repo_path(v).is_dir():
             raise ToolkitError(f"space.variants: {v}: model directory not found")
-    rows = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, suite.qa.limit)
+    rows = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, suite.qa.limit)  # the F1 pass
+    pool = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, None)  # load: every question of the split
     root = Path(args.output) if getattr(args, "output", None) else ARTIFACTS / "optimize" / recipe.name
     store = TrialStore(root)
     context = {"slo": slo, "suite": str(suite_path), "suite_sha256": suite.digest(), "index": str(index.resolve()),
                "search": recipe.search.model_dump(mode="json"), "profile": recipe.profile}
     store.check_context(context)
-    return {"recipe": recipe, "suite": suite, "slo": slo, "index": index, "rows": rows, "store": store,
+    return {"recipe": recipe, "suite": suite, "slo": slo, "index": index, "rows": rows, "pool": pool, "store": store,
             "root": root, "configs": configs(recipe.space), "context": context}
 
 
@@ -114,7 +115,7 @@ def search_loop(p: dict[str, Any], console) -> str:
             return (f"time budget ({recipe.budget}) spent: {used:.0f} s used, the next engine start (rung {rung}) "
                     f"would likely overrun; re-run with a larger --budget to continue")
         slowest = max(slowest, measure_group(recipe, p["suite"], p["slo"], p["index"], group, rung, p["rows"], store,
-                                             budget - used, console))
+                                             budget - used, console, p["pool"]))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         records = {c: r["record"] for c, r in result.items() if r["record"] is not None}
         try:
             confirmation = confirm(recipe, p["suite"], p["slo"], p["index"], by_id[ids[0]], by_id[winner], records,
-                                   p["rows"], store, p["root"], p["context"]["suite"], p["screens"], console)
+                                   p["pool"], store, p["root"], p["context"]["suite"], p["screens"], console)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the search's result stands; the verdict says it is unconfirmed

@@ -8,7 +8,8 @@ searches' trials at that load (median over the searches), and their ratio ``G_w 
 
 Method: both stacks are up together (one stack when W and B differ only in ``top_k``); for each load in
 ``{L_b, L_w}``, ``pairs`` ABBA rounds (:func:`toolkit.evaluation.ab.interleave`: both engines quiet before every
-run, the idle side's CPU read), every run a real load point of ``requests`` requests through the endpoint.
+run, the idle side's CPU read), every run a real load point of ``requests`` requests through the endpoint, on
+questions its engine has not been sent before (:class:`toolkit.evaluation.loadgen.QuestionCursor`).
 On the pooled runs of each side and load (:func:`toolkit.evaluation.repeats.pool_repeats`): does W meet at
 ``L_w``, B at ``L_b``, and does B miss at ``L_w``? Per round, W's goodput at ``L_w`` over B's at ``L_b``; the
 mean of those ratios with its t-based 95% interval (:func:`toolkit.stats.interval`). The claim is *reproduced*
@@ -159,7 +160,7 @@ def _measure(recipe: OptimizeRecipe, suite, slo: dict[str, Any], index: Path, ba
              ) -> tuple[dict[float, list], dict[str, Any]]:
     """Both stacks up, ABBA rounds at every load; returns ({load: runs}, per-side stack facts)."""
     from toolkit.evaluation.ab import interleave, tree_rss_mb
-    from toolkit.evaluation.loadgen import Request, Target, run_point_sync
+    from toolkit.evaluation.loadgen import QuestionCursor, Request, Target, run_point_sync
     from toolkit.evaluation.maxload import trial_plan
     from toolkit.serving.stack import running_stack
 
@@ -180,11 +181,13 @@ def _measure(recipe: OptimizeRecipe, suite, slo: dict[str, Any], index: Path, ba
                     "rss_mb": tree_rss_mb([st.engine_pid, st.endpoint_pid]), "engine_pid": st.engine_pid} for s, st in stacks.items()}
         targets = {"a": Target("rag", stacks["a"].url, gen.max_tokens, gen.temperature, base.top_k),
                    "b": Target("rag", stacks["b"].url, gen.max_tokens, gen.temperature, win.top_k)}
+        cursors = {"a": QuestionCursor(len(reqs))}  # every run on questions its engine has not seen
+        cursors["b"] = cursors["a"] if stacks["b"] is stacks["a"] else QuestionCursor(len(reqs))
         runs = {}
         for load in loads:
             plan = trial_plan(section, load)
-            one: Callable[[str], Any] = (lambda side, plan=plan: run_point_sync(targets[side], reqs, plan,
-                                                                                 suite.load.timeout_s, slo))
+            one: Callable[[str], Any] = (lambda side, load=load: run_point_sync(
+                targets[side], reqs, trial_plan(section, load, cursors[side]), suite.load.timeout_s, slo))
             runs[load] = interleave(stacks, labels, c.pairs, one, console, f"confirm {plan.name}",
                                     {s: f" ({plan.requests} requests)" for s in "ab"})
     return runs, info

@@ -5,6 +5,9 @@
   relative to the baseline's. A quantized variant whose ``toolkit quantize`` manifest measured source and
   quantized perplexity on the same windows, with the baseline as its source and the suite's text and window
   length, reuses that pair's ratio instead (no model load).
+- Questions: the F1 pass asks the suite's questions; the load is made of the whole split's, each sent at most
+  once per engine start (:class:`toolkit.evaluation.loadgen.QuestionCursor`), so prefix caching reuses only
+  what requests really share (the system prompt, common passages), never a whole repeated prompt.
 - Trial: one engine start per :func:`toolkit.optimize.space.stack_key` (configurations differing only in
   ``top_k`` share it, since top_k travels with each request). Per configuration: at rung 0 the QA token F1 of
   the suite's questions through the endpoint (:func:`toolkit.evaluation.quality.rag_quality`), then
@@ -92,11 +95,15 @@ def screen(variants: Sequence[str], suite, store: TrialStore, console) -> dict[s
 
 
 def measure_group(recipe: OptimizeRecipe, suite, slo: dict[str, Any], index: Path, group: Sequence[Config],
-                  rung: int, rows: list[dict[str, str]], store: TrialStore, budget_left_s: float, console) -> float:
+                  rung: int, rows: list[dict[str, str]], store: TrialStore, budget_left_s: float, console,
+                  pool: list[dict[str, str]] | None = None) -> float:
     """Start one stack for ``group`` (same :func:`stack_key`), measure each configuration at ``rung``, write a
-    record per configuration (done or failed). Returns the wall seconds spent."""
+    record per configuration (done or failed). Returns the wall seconds spent. ``rows``: the QA questions of
+    the F1 pass; ``pool``: the questions load is made of (``rows`` first), each sent once per engine
+    (:class:`toolkit.evaluation.loadgen.QuestionCursor`)."""
     import tempfile
 
+    from toolkit.evaluation.loadgen import QuestionCursor
     from toolkit.evaluation.resources import PeakSampler
     from toolkit.hardware import hardware_report
     from toolkit.manifest import size_on_disk
@@ -113,11 +120,13 @@ def measure_group(recipe: OptimizeRecipe, suite, slo: dict[str, Any], index: Pat
             console.print(f"[bold]rung {rung}[/]: starting {group[0].label().rsplit(' top_k=', 1)[0]} "
                           f"({len(group)} configuration(s), {requests} requests per trial, {repeats} search(es))")
             with running_stack(variant, index, profile=profile, progress=True) as stack:
+                pool = pool or rows
+                cursor = QuestionCursor(len(pool), start=len(rows))  # past the F1 pass's questions
                 cuda = hardware_report()["device"] == "cuda"
                 with PeakSampler(stack.engine_pid, cuda=cuda) as sampler:
                     for c in group:
                         t = time.perf_counter()
-                        rec = _measure(c, stack, suite, slo, recipe, rung, requests, repeats, rows,
+                        rec = _measure(c, stack, suite, slo, recipe, rung, requests, repeats, rows, pool, cursor,
                                        budget_left_s - (time.perf_counter() - t0), console)
                         if why := stack.failure():
                             raise RuntimeError(why)
@@ -148,7 +157,8 @@ def _record(c: Config, rung: int, requests: int, repeats: int) -> dict[str, Any]
 
 
 def _measure(c: Config, stack, suite, slo: dict[str, Any], recipe: OptimizeRecipe, rung: int, requests: int,
-             repeats: int, rows: list[dict[str, str]], budget_left_s: float, console) -> dict[str, Any]:
+             repeats: int, rows: list[dict[str, str]], pool: list[dict[str, str]], cursor, budget_left_s: float,
+             console) -> dict[str, Any]:
     from toolkit.evaluation.loadgen import Request, Target
     from toolkit.evaluation.maxload import describe, find_max_load
     from toolkit.evaluation.quality import rag_quality
@@ -160,14 +170,14 @@ def _measure(c: Config, stack, suite, slo: dict[str, Any], recipe: OptimizeRecip
         q, _ = rag_quality(stack.url, rows, [c.top_k], c.top_k, gen.max_tokens, gen.temperature, suite.load.timeout_s)
         rec.update(f1=q.get("qa_f1"), exact_match=q.get("qa_exact_match"), quality_errors=q.get("errors"))
     target = Target("rag", stack.url, gen.max_tokens, gen.temperature, c.top_k)
-    reqs = [Request(r["id"], r["question"]) for r in rows]
+    reqs = [Request(r["id"], r["question"]) for r in pool]
     ml = recipe.search.max_load
     # each search gets its share of what is left, so the last repeat cannot overrun the whole budget
     share = max(1.0, min(ml.budget_s, budget_left_s / repeats))
     section = suite.load.model_copy(update={"max_load": ml.model_copy(update={"requests": requests, "budget_s": share})})
     for i in range(repeats):
         console.print(f"  {c.label()}: max-load search {i + 1}/{repeats}")
-        result, _ = find_max_load(target, reqs, section, slo, console)
+        result, _ = find_max_load(target, reqs, section, slo, console, cursor)
         rec["max_loads"].append(result.model_dump(mode="json"))
         console.print(f"  {describe(result)}")
     loads = rec["max_loads"]
@@ -178,5 +188,6 @@ def _measure(c: Config, stack, suite, slo: dict[str, Any], recipe: OptimizeRecip
     fail = median(fails) if 2 * len(fails) > len(loads) else None
     rec.update(status="done", values=values, value=mid if mid > 0 else None, first_failing=fail,
                interval=interval(values) if len(values) > 1 else None,
-               stopped=[m["stopped"] for m in loads])
+               stopped=[m["stopped"] for m in loads],
+               questions={"pool": len(pool), "sent_by_now": cursor.next, "pool_wrapped": cursor.wrapped})
     return rec
