@@ -120,6 +120,10 @@ def test_engine_axes_reach_the_serve_profile(tmp_path):
     assert (e.max_num_seqs, e.enable_prefix_caching, e.dtype, e.kv_cache_space_gib) == (4, True, "float32", 2.0)
     assert e.extra_args == {"enforce_eager": True, "max_num_batched_tokens": 256} and prof.endpoint.top_k == 3
     assert prof.endpoint.cache_size == 0  # measured with the hot-query cache off, as toolkit eval does
+    assert prof.retrieval.embedding_backend is None
+    c = Config("m1", embedding_backend="onnx-int8")
+    assert load_profile(serve_profile(r, suite, c, tmp_path)).retrieval.embedding_backend == "onnx-int8"
+    assert c.label() == "m1 embed=onnx-int8 top_k=5" and stack_key(c) != stack_key(Config("m1"))
 
 
 def test_trial_store_round_trips_and_refuses_another_context(tmp_path):

@@ -82,8 +82,12 @@ class Space(StrictModel):
         "profile's); which is fastest depends on the CPU (make precision measures it)")
     kv_cache_space_gib: list[float | None] = Field(default_factory=lambda: [None], min_length=1,
                                                    description="CPU: VLLM_CPU_KVCACHE_SPACE in GiB (null: profile's)")
+    embedding_backend: list[Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] | None] = Field(
+        default_factory=lambda: [None], min_length=1, description="query embedder runtime (null: the index's own); "
+        "another than the index's only where `toolkit index select-backend` measured that pair")
 
-    @field_validator("max_num_seqs", "max_num_batched_tokens", "top_k", "kv_cache_space_gib", "dtype")
+    @field_validator("max_num_seqs", "max_num_batched_tokens", "top_k", "kv_cache_space_gib", "dtype",
+                     "embedding_backend")
     @classmethod
     def _positive(cls, v: list) -> list:
         if any(isinstance(x, (int, float)) and x <= 0 for x in v):

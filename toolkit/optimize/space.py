@@ -26,6 +26,7 @@ class Config:
     top_k: int = 5
     dtype: str | None = None
     kv_cache_space_gib: float | None = None
+    embedding_backend: str | None = None
 
     @property
     def id(self) -> str:
@@ -45,6 +46,8 @@ class Config:
             parts.append(f"dtype={self.dtype}")
         if self.kv_cache_space_gib is not None:
             parts.append(f"kv={self.kv_cache_space_gib:g}GiB")
+        if self.embedding_backend is not None:
+            parts.append(f"embed={self.embedding_backend}")
         parts.append(f"top_k={self.top_k}")
         if engine_kind(self.variant) == "llamacpp":
             parts.insert(1, "llama.cpp")
@@ -67,19 +70,19 @@ def configs(space: Space) -> list[Config]:
     variant is served by llama.cpp, which has none of the vLLM knobs (max_num_seqs, chunked prefill, dtype, KV
     cache size): its configurations vary prefix caching and top_k only."""
     out: dict[Config, None] = {}
-    for v, s, p, b, d, kv, k in itertools.product(space.variants, space.max_num_seqs, space.enable_prefix_caching,
-                                                  space.max_num_batched_tokens, space.dtype,
-                                                  space.kv_cache_space_gib, space.top_k):
-        c = (Config(str(v), enable_prefix_caching=p, top_k=k) if engine_kind(v) == "llamacpp"
-             else Config(str(v), s, p, b, k, d, kv))
+    for v, s, p, b, d, kv, e, k in itertools.product(space.variants, space.max_num_seqs, space.enable_prefix_caching,
+                                                     space.max_num_batched_tokens, space.dtype,
+                                                     space.kv_cache_space_gib, space.embedding_backend, space.top_k):
+        c = (Config(str(v), enable_prefix_caching=p, top_k=k, embedding_backend=e) if engine_kind(v) == "llamacpp"
+             else Config(str(v), s, p, b, k, d, kv, e))
         out.setdefault(c, None)
     return list(out)
 
 
 def stack_key(c: Config) -> tuple[Any, ...]:
-    """What needs its own engine start: everything but ``top_k``."""
+    """What needs its own stack start: everything but ``top_k`` (the embedding backend restarts the endpoint)."""
     return (c.variant, c.max_num_seqs, c.enable_prefix_caching, c.max_num_batched_tokens, c.dtype,
-            c.kv_cache_space_gib)
+            c.kv_cache_space_gib, c.embedding_backend)
 
 
 def serve_profile(recipe: OptimizeRecipe, suite, c: Config, out_dir: Path, for_serving: bool = False) -> Path:
@@ -115,6 +118,8 @@ def serve_profile(recipe: OptimizeRecipe, suite, c: Config, out_dir: Path, for_s
         extra["max_num_batched_tokens"] = c.max_num_batched_tokens
     e.extra_args = extra
     prof.endpoint.top_k = c.top_k
+    if c.embedding_backend is not None:
+        prof.retrieval.embedding_backend = c.embedding_backend
     header = ""
     path = out_dir / ("profile.yaml" if for_serving else f"profile-{c.id}.yaml")
     if for_serving:
