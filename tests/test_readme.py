@@ -137,7 +137,7 @@ def test_extraction_finds_the_readme_commands() -> None:
 FLAGS = {"RECIPE": "--recipe", "MODEL": "--model", "TEACHER": "--teacher", "STUDENT": "--student",
          "OUTPUT": "--output", "BUDGET": "--budget", "DOCS": "--docs", "INDEX_TYPE": "--index-type",
          "INDEX": "--index", "PROFILE": "--profile", "SUITE": "--suite", "BASELINE": "--baseline", "STEPS": "--max-steps",
-         "SLO": "--slo", "REPEATS": "--repeats"}
+         "SLO": "--slo", "REPEATS": "--repeats", "QUALITY": "--quality"}
 TARGET_FLAGS = {"distill": {"MODEL": "--teacher"}, "bench-distill": {"MODEL": "--teacher", "STEPS": "--steps"},
                 "bench-ab": {"A": "--model", "B": "--model"}}
 SWITCHES = {"MAX_LOAD": "--find-max-load"}  # VAR=1 turns a flag on
