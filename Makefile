@@ -73,7 +73,7 @@ bench-ab: setup  ## interleaved A/B ratio: make bench-ab A=<baseline dir> B=<var
 bench-crosscheck: setup  ## the endpoint measured by the toolkit's load generator and vLLM's bench client, interleaved
 	$(PY) -m toolkit.evaluation.crosscheck $(call opt,--model,$(MODEL)) $(call opt,--index,$(INDEX)) $(BENCH_ARGS)
 
-setup-llamacpp:  ## opt-in: build llama.cpp's llama-server + llama-quantize into build/llamacpp (~10-14 min on 2 cores)
+setup-llamacpp:  ## opt-in: build llama.cpp's llama-server + llama-quantize into build/llamacpp (13-27 min on 2 cores)
 	@bash scripts/setup_llamacpp.sh
 
 bench-engines: setup setup-llamacpp  ## vLLM vs llama.cpp (F16/Q8_0/Q4_K_M exports, shipped Q4_1) on one suite [SUITE=..] [INDEX=<dir>]

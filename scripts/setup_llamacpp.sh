@@ -2,7 +2,7 @@
 # Build llama.cpp's own server and quantizer from the pinned llama-cpp-python sdist (which vendors llama.cpp
 # in vendor/llama.cpp, with convert_hf_to_gguf.py). Opt-in (`make setup-llamacpp`): `make test` does not need
 # it. Output: build/llamacpp/<version>/{bin/llama-server,bin/llama-quantize,src/...}. Idempotent: a stamp
-# keyed on the version (and the cmake flags) skips a finished build. Prints its time (~10 min on 2 cores).
+# keyed on the version (and the cmake flags) skips a finished build. Prints its time (13-27 min measured on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -144,8 +144,8 @@ SWITCHES = {"MAX_LOAD": "--find-max-load"}  # VAR=1 turns a flag on
 SPLICED = {"REPORTS", "GATES", "BENCH_ARGS", "PYTEST_ARGS"}  # words the recipe pastes in as they are
 NEEDED = {"quantize": {"RECIPE": "x.yaml"}, "distill": {"RECIPE": "x.yaml"}, "compare": {"REPORTS": "a.json"},
           "bench-ab": {"B": "b"}}
-NO_TOOLKIT = {"help", "setup", "test", "clean", "gpu-check"}
-RUN_LINE = re.compile(r"\S*python3?\s+-m\s+(toolkit(?:\.\w+\.(?:bench|ab|crosscheck))?)(?:\s|$)")
+NO_TOOLKIT = {"help", "setup", "test", "clean", "gpu-check", "setup-llamacpp"}
+RUN_LINE = re.compile(r"\S*python3?\s+-m\s+(toolkit(?:\.\w+\.(?:bench\w*|ab|crosscheck))?)(?:\s|$)")
 
 
 class _Parsed(Exception):  # raised in place of running a bench once its parser has accepted the arguments

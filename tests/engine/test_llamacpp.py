@@ -150,6 +150,18 @@ def test_eval_profile_keeps_vllm_flags_away_from_llamacpp(tmp_path):
     assert vllm.engine.extra_args == suite.engine.extra_args
 
 
+def test_bench_engines_tuning_flags_are_validated_and_written(fake_build, tmp_path, capsys):
+    from toolkit.engine.bench_engines import build_parser, main, tuned_profile
+
+    assert main(["--only", "llamacpp", "--threads", "0", "--output", str(tmp_path)]) == 2
+    assert "error: --threads: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+    args = build_parser().parse_args(["--threads", "1", "--threads-batch", "1", "--parallel", "8"])
+    prof = load_profile(tuned_profile(args.llamacpp_profile, args, tmp_path))
+    assert (prof.engine.llamacpp.threads, prof.engine.llamacpp.threads_batch, prof.engine.llamacpp.parallel) == (1, 1, 8)
+    assert prof.engine.llamacpp.batch_size == load_profile(SERVE_DIR / "llamacpp.yaml").engine.llamacpp.batch_size
+
+
 def test_bench_engines_cpu_flags_are_the_present_ones():
     from toolkit.engine.bench_engines import cpu_flags
     from toolkit.hardware import ISA_FLAGS
@@ -236,3 +248,19 @@ def test_gguf_model_dir_served_by_llama_server_behind_the_rag_endpoint(tiny_q8, 
         assert parsed[-1]["usage"]["prompt_tokens"] > 20
         t = parsed[-1]["timings"]
         assert 0 < t["llm_ttft"] <= t["llm_total"] <= t["total"]
+
+
+@pytest.mark.slow
+@needs_build
+def test_gguf_model_dir_loads_for_perplexity_as_the_weights_llama_cpp_serves(tiny_q8, tiny_llama_gguf_source):
+    """``load_causal_lm`` passes ``gguf_file=`` for a GGUF directory: transformers dequantizes the Q8_0 file,
+    which must match the source checkpoint up to Q8_0's rounding (one scale per 32 weights, 8 bits)."""
+    import torch
+
+    from toolkit.modeling import load_causal_lm
+
+    got = load_causal_lm(tiny_q8, dtype=torch.float32).state_dict()
+    want = load_causal_lm(tiny_llama_gguf_source, dtype=torch.float32).state_dict()
+    name = "model.layers.0.mlp.down_proj.weight"
+    err = (got[name] - want[name]).abs().max().item()
+    assert 0 < err <= want[name].abs().max().item() / 127  # quantized, and within one Q8_0 step

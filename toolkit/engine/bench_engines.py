@@ -7,11 +7,13 @@ Variants, each report named after it (the compare label):
   ``vllm-<dir>``: every ``--vllm-model`` (default: ``--model``) with the vLLM profile (``--vllm-profile``);
   ``llamacpp-<type>``: GGUF exports of ``--model`` (``--types``, default f16, q8_0, q4_k_m), made once with
   ``toolkit export-gguf`` and reused while their manifest's source hash matches, and the SmolLM2 Q4_1 GGUF as
-  shipped (``--shipped``; the reference model *is* its dequantization, so every variant has the same weights
-  up to the format's rounding).
-llama.cpp runs with ``serve/llamacpp.yaml`` plus the tuning flags here (threads, slots, batch sizes), written to
-``<output>/llamacpp-profile.yaml`` and recorded with the reports. Perplexity is measured by transformers on
-HF checkpoints only: a GGUF directory's report says why it has none.
+  shipped (``--no-shipped`` leaves it out; the reference model *is* its dequantization, so every variant has
+  the same weights up to the format's rounding).
+llama.cpp runs with ``serve/llamacpp.yaml`` plus the tuning flags here (threads, threads-batch, slots, batch
+sizes), written to ``<output>/llamacpp-profile.yaml`` and recorded with the reports. ``--vllm-compiled`` runs
+every variant on a copy of the suite without its vLLM ``extra_args`` (smoke's ``enforce_eager``), so vLLM is
+measured compiled, as it serves in production. Perplexity is measured by transformers on
+every variant, a GGUF directory's dequantized by transformers (``gguf_file=``, toolkit.modeling).
 
 ``python -m toolkit.engine.bench_engines [--model DIR] [--index DIR] [--suite S] [--output DIR] ...``
 """
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, help="runs per load point (default: the suite's)")
     p.add_argument("--slo", help="latency objectives (default: the suite's)")
     p.add_argument("--threads", type=int, help="llama.cpp -t (default: the profile's)")
+    p.add_argument("--threads-batch", type=int, help="llama.cpp -tb, prompt processing (default: the profile's)")
     p.add_argument("--parallel", type=int, help="llama.cpp --parallel slots (default: the profile's)")
     p.add_argument("--batch-size", type=int, help="llama.cpp -b")
     p.add_argument("--ubatch-size", type=int, help="llama.cpp -ub")
@@ -65,14 +68,22 @@ def tuned_profile(base: str, args: argparse.Namespace, out: Path) -> Path:
     """``base`` (a llama.cpp profile) with the tuning flags applied, validated, written to ``out``."""
     from toolkit.config import dump_recipe
     from toolkit.manifest import atomic_write_text
+    from pydantic import ValidationError
+
+    from toolkit.engine.llamacpp import LlamaCppSettings
     from toolkit.serving.profiles import load_profile
 
     prof = load_profile(base)
     if prof.engine.kind != "llamacpp":
         raise ToolkitError(f"--llamacpp-profile {base}: engine.kind is {prof.engine.kind}, not llamacpp")
-    tuning = {"threads": args.threads, "parallel": args.parallel, "batch_size": args.batch_size,
-              "ubatch_size": args.ubatch_size}
-    prof.engine.llamacpp = prof.engine.llamacpp.model_copy(update={k: v for k, v in tuning.items() if v is not None})
+    tuning = {"threads": args.threads, "threads_batch": args.threads_batch, "parallel": args.parallel,
+              "batch_size": args.batch_size, "ubatch_size": args.ubatch_size}
+    settings = {**prof.engine.llamacpp.model_dump(), **{k: v for k, v in tuning.items() if v is not None}}
+    try:  # validated like the profile (model_copy would not): --threads 0 is an error here, not in llama-server
+        prof.engine.llamacpp = LlamaCppSettings.model_validate(settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ToolkitError(f"--{first['loc'][0]}: {first['msg']}".replace("_", "-")) from None
     path = out / "llamacpp-profile.yaml"
     atomic_write_text(path, yaml.safe_dump(dump_recipe(prof), sort_keys=False))
     return path
