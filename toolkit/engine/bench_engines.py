@@ -184,12 +184,9 @@ def cpu_flags() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from toolkit.cli import run_guarded
+
+    return run_guarded(run, build_parser().parse_args(argv))  # SIGTERM unwinds, so the engine is stopped
 
 
 if __name__ == "__main__":

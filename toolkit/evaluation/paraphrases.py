@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,14 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
+    from toolkit.cli import run_guarded
+
+    def checked(args):
         if args.limit is not None and args.limit < 1:
             raise ToolkitError(f"--limit: must be >= 1, got {args.limit}")
         return run(args)
-    except ToolkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded(checked, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
