@@ -191,9 +191,12 @@ def test_confirmation_judges_each_claim_and_the_ratio_interval():
     assert ok["goodput_ratio"]["ci_low"] < 1.6 < ok["goodput_ratio"]["ci_high"]
     off = judge(said, good, [1.1, 1.12, 1.09])  # a tight interval far below the claim
     assert not off["reproduced"] and off["claimed_within_interval"] is False
+    assert ok["outcome"] == "reproduced" and off["outcome"] == "not reproduced"
     missed = judge(said, {**good, ("b", 6): _point(False), ("a", 6): _point(True)}, [1.5, 1.7, 1.6])
     assert missed["failed"] == ["winner_meets_at_its_load", "baseline_misses_at_winner_load"]
-    assert not missed["reproduced"]
+    assert not missed["reproduced"] and missed["outcome"] == "not reproduced"
+    weaker_base = judge(said, {**good, ("a", 3): _point(False)}, [1.5, 1.7, 1.6])  # the baseline did worse
+    assert not weaker_base["reproduced"] and weaker_base["outcome"] == "lower bound"
     same = claim(searched(4, [1.0]), searched(4, [1.0]))  # equal loads: no "baseline misses" claim to check
     assert judge(same, {("a", 4): _point(True), ("b", 4): _point(True)}, [1.0, 1.1])["checks"][
         "baseline_misses_at_winner_load"] is None

@@ -2,13 +2,25 @@
 endpoint overhead and the medians it reports, hand-computed; then a real run at small sizes (no engine), its
 printed lines and its results file in the common schema."""
 
+import importlib.util
 import re
 
 import numpy as np
 import pytest
 
 from toolkit.results import SCHEMA, find, read_results
-from toolkit.serving.bench import cold_start_ratios, endpoint_overhead_ms, main, p50, recall_vs_truth
+from toolkit.retrieval.index import read_index_manifest
+from toolkit.serving.bench import (
+    cold_start_ratios,
+    endpoint_overhead_ms,
+    main,
+    p50,
+    parse_backends,
+    recall_vs_truth,
+)
+
+needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx")
+                               is None, reason="onnxruntime/onnx not installed (embedding backend onnx)")
 
 
 def test_cold_start_ratios_without_and_with_the_shared_model_load():
@@ -60,7 +72,52 @@ def test_real_run_at_small_sizes(tmp_path, capsys):
     (ret,) = find(data, "retrieval_ms", chunks=60)
     assert ret["summary"]["n"] == 20 and ret["summary"]["p50"] <= ret["summary"]["p99"]
     assert f"embed+search p50 {ret['value']:6.2f} ms wall" in out
+    assert ret["labels"]["embedding_backend"] == "torch" and data["config"]["embedding_backend"] == ["torch"]
     (load,) = find(data, "index_load_ms", chunks=60)
     assert load["summary"]["n"] == 5
+    (build,) = find(data, "index_rebuild_s", chunks=60)
+    assert build["labels"]["embed_batch"] == 64 and build["labels"]["threads"] >= 1
     assert not find(data, "online_endpoint_overhead_ms")  # skipped
     assert not any("batch_size" in m["labels"] or "concurrency" in m["labels"] for m in data["metrics"])
+
+
+def test_bad_embedding_backend_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--embedding-backend", "torch,nope", "--skip", "cold", "types", "endpoint"])
+    assert exc.value.code == 2
+    assert "--embedding-backend: unknown embedding backend 'nope'" in capsys.readouterr().err
+
+
+@needs_ort
+def test_backends_from_repeats_and_comma_lists():
+    assert parse_backends(None) == ["torch"]
+    assert parse_backends(["onnx, torch", "torch"]) == ["onnx", "torch"]  # order kept, repeats dropped
+
+
+@needs_ort
+@pytest.mark.filterwarnings("ignore:typing.(io|re) is deprecated:DeprecationWarning")  # stdlib docstring scan
+def test_two_backends_interleaved_each_on_its_own_index(tmp_path, capsys, monkeypatch):
+    """torch and onnx on 30 chunks: [1] per backend, [2] interleaved, every figure labelled by its backend."""
+    from toolkit import paths
+
+    monkeypatch.setattr(paths, "ARTIFACTS", tmp_path / "artifacts")  # the onnx export goes to a fresh cache
+    results = tmp_path / "bench-serve.json"
+    rc = main(["--chunks", "30", "--queries", "6", "--embedding-backend", "torch,onnx", "--skip", "types", "endpoint",
+               "--workdir", str(tmp_path), "--output", str(results)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.count("[1] cold start, 30 chunks") == 2 and "embedding backend onnx" in out
+    assert "backends interleaved: torch, onnx" in out
+    data = read_results(results)
+    for backend in ("torch", "onnx"):
+        (ret,) = find(data, "retrieval_ms", chunks=30, embedding_backend=backend)
+        assert ret["summary"]["n"] == 6
+        assert f"{backend:13s} embed p50" in out and f"embed+search p50 {ret['value']:6.2f} ms wall" in out
+        (build,) = find(data, "index_rebuild_s", chunks=30, embedding_backend=backend)
+        assert build["value"] > 0
+        manifest = read_index_manifest(tmp_path / f"bench-30-{backend}")
+        assert manifest["results"]["embedding_backend"] == backend  # its documents were embedded by that backend
+    (speed,) = find(data, "retrieval_speedup", embedding_backend="onnx", baseline="torch")
+    torch_p50 = find(data, "retrieval_ms", embedding_backend="torch")[0]["value"]
+    assert speed["value"] == pytest.approx(torch_p50 / find(data, "retrieval_ms", embedding_backend="onnx")[0]["value"])
+    assert not find(data, "retrieval_speedup", embedding_backend="torch")  # the baseline has none

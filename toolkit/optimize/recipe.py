@@ -122,7 +122,8 @@ class ConfirmSettings(StrictModel):
     (:mod:`toolkit.optimize.confirm`); it runs outside the search's time budget."""
 
     enabled: bool = Field(True, description="confirm the winner (skipped when the winner is the baseline)")
-    pairs: int = Field(2, ge=2, le=10, description="ABBA rounds at each of the two loads (>= 2 for an interval)")
+    pairs: int = Field(3, ge=2, le=10, description="ABBA rounds at each of the two loads (>= 2 for an interval; "
+                       "with 2 the t interval is very wide)")
     requests: int = Field(16, ge=1, description="measured requests per run")
 
 

@@ -30,8 +30,13 @@ class Config:
 
     @property
     def id(self) -> str:
-        """Stable short id of the configuration (its trial files are named after it)."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """Stable short id of the configuration (its trial files are named after it). Axes added after the first
+        version count only when set, so trials recorded before they existed keep their ids (a re-run resumes)."""
+        d = asdict(self)
+        for late in ("dtype", "kv_cache_space_gib", "embedding_backend"):
+            if d[late] is None:
+                del d[late]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def label(self) -> str:
         """``reference-w8a8 seqs=4 prefix=on top_k=3``: only the knobs that are set."""

