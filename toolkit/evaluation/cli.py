@@ -186,8 +186,12 @@ def evaluate(args: argparse.Namespace, stack=None) -> tuple[Any, list[dict[str, 
         if ppl["error"]:
             console.print(f"[yellow]perplexity not measured:[/] {ppl['error']}")
 
-    console.print(f"[yellow]not served[/]: {not_served}" if not_served else
-                  "[bold]starting[/] vLLM + RAG endpoint" if not args.url else f"[bold]using[/] endpoint {args.url}")
+    if not not_served and not args.url:
+        from toolkit.serving.profiles import load_profile
+
+        engine = "llama.cpp" if load_profile(args.profile).engine.kind == "llamacpp" else "vLLM"
+    console.print(f"[yellow]not served[/]: {not_served}" if not_served else f"[bold]using[/] endpoint {args.url}"
+                  if args.url else f"[bold]starting[/] {engine} + RAG endpoint")
     served = (_NOT_SERVED if not_served else
               _serve_and_measure(args, suite, settings, model, stack, rows, hw, console))
     quality.update(served["quality"])
