@@ -4,6 +4,7 @@ the field or file."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 
 import pytest
@@ -124,6 +125,14 @@ def test_engine_axes_reach_the_serve_profile(tmp_path):
     c = Config("m1", embedding_backend="onnx-int8")
     assert load_profile(serve_profile(r, suite, c, tmp_path)).retrieval.embedding_backend == "onnx-int8"
     assert c.label() == "m1 embed=onnx-int8 top_k=5" and stack_key(c) != stack_key(Config("m1"))
+    c = Config("m1", index="artifacts/indexes/hnsw", ef_search=64, nprobe=8, kv_cache_dtype="fp8")
+    prof = load_profile(serve_profile(r, suite, c, tmp_path))
+    assert (prof.retrieval.ef_search, prof.retrieval.nprobe, prof.engine.kv_cache_dtype) == (64, 8, "fp8")
+    assert c.label() == "m1 index=hnsw nprobe=8 ef=64 kv_dtype=fp8 top_k=5"
+    # unset later axes leave the id as the first version computed it (its five fields), so old trials resume
+    first = {"variant": "m1", "max_num_seqs": None, "enable_prefix_caching": False, "max_num_batched_tokens": None,
+             "top_k": 5}
+    assert Config("m1").id == hashlib.sha256(json.dumps(first, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def test_trial_store_round_trips_and_refuses_another_context(tmp_path):

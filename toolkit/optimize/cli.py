@@ -78,6 +78,9 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     for v in recipe.space.variants:
         if not repo_path(v).is_dir():
             raise ToolkitError(f"space.variants: {v}: model directory not found")
+    for i in recipe.space.index:
+        if i is not None and not repo_path(i).is_dir():
+            raise ToolkitError(f"space.index: {i}: index directory not found")
     rows = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, suite.qa.limit)  # the F1 pass
     pool = read_qa(suite.qa.path or REFERENCE_QA, suite.qa.split, None)  # load: every question of the split
     root = Path(args.output) if getattr(args, "output", None) else ARTIFACTS / "optimize" / recipe.name

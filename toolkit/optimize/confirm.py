@@ -192,7 +192,8 @@ def _measure(recipe: OptimizeRecipe, suite, slo: dict[str, Any], index: Path, ba
                 continue
             console.print(f"[bold]confirm[/]: starting {labels['ab'.index(side)]}")
             profile = serve_profile(recipe, suite, cfg, Path(tmp) / side)
-            stacks[side] = both.enter_context(running_stack(repo_path(cfg.variant), index, profile=profile,
+            served = repo_path(cfg.index) if cfg.index else index
+            stacks[side] = both.enter_context(running_stack(repo_path(cfg.variant), served, profile=profile,
                                                             progress=True))
         info = {s: {"label": labels["ab".index(s)], "engine_startup_s": st.engine_startup_s,
                     "rss_mb": tree_rss_mb([st.engine_pid, st.endpoint_pid]), "engine_pid": st.engine_pid} for s, st in stacks.items()}

@@ -85,9 +85,19 @@ class Space(StrictModel):
     embedding_backend: list[Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] | None] = Field(
         default_factory=lambda: [None], min_length=1, description="query embedder runtime (null: the index's own); "
         "another than the index's only where `toolkit index select-backend` measured that pair")
+    index: list[str | None] = Field(default_factory=lambda: [None], min_length=1, description="retrieval index "
+                                    "directories, e.g. flat vs hnsw builds (null: the recipe's index)")
+    nprobe: list[int | None] = Field(default_factory=lambda: [None], min_length=1,
+                                     description="IVF lists probed per query (null: as built)")
+    ef_search: list[int | None] = Field(default_factory=lambda: [None], min_length=1,
+                                        description="HNSW efSearch (null: as built)")
+    kv_cache_dtype: list[Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] | None] = Field(
+        default_factory=lambda: [None], min_length=1, description="CUDA: vLLM KV-cache dtype (null: the profile's)")
+    attention_backend: list[str | None] = Field(default_factory=lambda: [None], min_length=1,
+                                                description="CUDA: vLLM attention backend, e.g. FLASH_ATTN")
 
     @field_validator("max_num_seqs", "max_num_batched_tokens", "top_k", "kv_cache_space_gib", "dtype",
-                     "embedding_backend")
+                     "embedding_backend", "index", "nprobe", "ef_search", "kv_cache_dtype", "attention_backend")
     @classmethod
     def _positive(cls, v: list) -> list:
         if any(isinstance(x, (int, float)) and x <= 0 for x in v):

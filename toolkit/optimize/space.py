@@ -1,8 +1,9 @@
 """The search space: one :class:`Config` per combination of the recipe's axes, and the serve profile of each.
 
 Knobs split by what changing them costs. ``top_k`` is sent with every request (``/v1/rag``'s ``top_k``), so
-configurations differing only in it share one running stack (:func:`stack_key`); the variant and the engine
-knobs need an engine restart. The baseline is the first value of every axis.
+configurations differing only in it share one running stack (:func:`stack_key`); the variant, the engine knobs
+and the retrieval knobs (index, nprobe, efSearch, embedder) need a restart. The baseline is the first value of
+every axis.
 """
 
 from __future__ import annotations
@@ -27,13 +28,18 @@ class Config:
     dtype: str | None = None
     kv_cache_space_gib: float | None = None
     embedding_backend: str | None = None
+    index: str | None = None
+    nprobe: int | None = None
+    ef_search: int | None = None
+    kv_cache_dtype: str | None = None
+    attention_backend: str | None = None
 
     @property
     def id(self) -> str:
         """Stable short id of the configuration (its trial files are named after it). Axes added after the first
         version count only when set, so trials recorded before they existed keep their ids (a re-run resumes)."""
         d = asdict(self)
-        for late in ("dtype", "kv_cache_space_gib", "embedding_backend"):
+        for late in LATE_AXES:
             if d[late] is None:
                 del d[late]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
@@ -53,6 +59,12 @@ class Config:
             parts.append(f"kv={self.kv_cache_space_gib:g}GiB")
         if self.embedding_backend is not None:
             parts.append(f"embed={self.embedding_backend}")
+        if self.index is not None:
+            parts.append(f"index={Path(self.index).name}")
+        for name, short in (("nprobe", "nprobe"), ("ef_search", "ef"), ("kv_cache_dtype", "kv_dtype"),
+                            ("attention_backend", "attn")):
+            if getattr(self, name) is not None:
+                parts.append(f"{short}={getattr(self, name)}")
         parts.append(f"top_k={self.top_k}")
         if engine_kind(self.variant) == "llamacpp":
             parts.insert(1, "llama.cpp")
@@ -70,24 +82,32 @@ def engine_kind(variant: str | Path) -> str:
     return "llamacpp" if gguf_file(repo_path(variant)) else "vllm"
 
 
+# the axes after the variant, in the recipe's order (top_k last: it varies fastest, sharing an engine start)
+AXES = ("max_num_seqs", "enable_prefix_caching", "max_num_batched_tokens", "dtype", "kv_cache_space_gib",
+        "embedding_backend", "index", "nprobe", "ef_search", "kv_cache_dtype", "attention_backend", "top_k")
+LATE_AXES = ("dtype", "kv_cache_space_gib", "embedding_backend", "index", "nprobe", "ef_search", "kv_cache_dtype",
+             "attention_backend")
+# what llama.cpp has no use for (its own knobs are in its profile's engine.llamacpp)
+VLLM_AXES = {"max_num_seqs", "max_num_batched_tokens", "dtype", "kv_cache_space_gib", "kv_cache_dtype",
+             "attention_backend"}
+
+
 def configs(space: Space) -> list[Config]:
     """Every combination, baseline first (``itertools.product`` keeps the first value of each axis first). A GGUF
-    variant is served by llama.cpp, which has none of the vLLM knobs (max_num_seqs, chunked prefill, dtype, KV
-    cache size): its configurations vary prefix caching and top_k only."""
+    variant is served by llama.cpp, which has none of the vLLM knobs (:data:`VLLM_AXES`): its configurations
+    vary the others only."""
     out: dict[Config, None] = {}
-    for v, s, p, b, d, kv, e, k in itertools.product(space.variants, space.max_num_seqs, space.enable_prefix_caching,
-                                                     space.max_num_batched_tokens, space.dtype,
-                                                     space.kv_cache_space_gib, space.embedding_backend, space.top_k):
-        c = (Config(str(v), enable_prefix_caching=p, top_k=k, embedding_backend=e) if engine_kind(v) == "llamacpp"
-             else Config(str(v), s, p, b, k, d, kv, e))
-        out.setdefault(c, None)
+    for v in space.variants:
+        llama = engine_kind(v) == "llamacpp"
+        for values in itertools.product(*(getattr(space, a) for a in AXES)):
+            kw = {a: (None if llama and a in VLLM_AXES else x) for a, x in zip(AXES, values)}
+            out.setdefault(Config(str(v), **kw), None)
     return list(out)
 
 
 def stack_key(c: Config) -> tuple[Any, ...]:
-    """What needs its own stack start: everything but ``top_k`` (the embedding backend restarts the endpoint)."""
-    return (c.variant, c.max_num_seqs, c.enable_prefix_caching, c.max_num_batched_tokens, c.dtype,
-            c.kv_cache_space_gib, c.embedding_backend)
+    """What needs its own stack start: everything but ``top_k`` (retrieval knobs restart the endpoint)."""
+    return tuple(v for k, v in asdict(c).items() if k != "top_k")
 
 
 def serve_profile(recipe: OptimizeRecipe, suite, c: Config, out_dir: Path, for_serving: bool = False) -> Path:
@@ -123,8 +143,12 @@ def serve_profile(recipe: OptimizeRecipe, suite, c: Config, out_dir: Path, for_s
         extra["max_num_batched_tokens"] = c.max_num_batched_tokens
     e.extra_args = extra
     prof.endpoint.top_k = c.top_k
-    if c.embedding_backend is not None:
-        prof.retrieval.embedding_backend = c.embedding_backend
+    for name in ("embedding_backend", "nprobe", "ef_search"):
+        if getattr(c, name) is not None:
+            setattr(prof.retrieval, name, getattr(c, name))
+    for name in ("kv_cache_dtype", "attention_backend"):
+        if getattr(c, name) is not None:
+            setattr(e, name, getattr(c, name))
     header = ""
     path = out_dir / ("profile.yaml" if for_serving else f"profile-{c.id}.yaml")
     if for_serving:

@@ -121,7 +121,8 @@ def measure_group(recipe: OptimizeRecipe, suite, slo: dict[str, Any], index: Pat
             profile = serve_profile(recipe, suite, group[0], Path(tmp))
             console.print(f"[bold]rung {rung}[/]: starting {group[0].label().rsplit(' top_k=', 1)[0]} "
                           f"({len(group)} configuration(s), {requests} requests per trial, {repeats} search(es))")
-            with running_stack(variant, index, profile=profile, progress=True) as stack:
+            served = repo_path(group[0].index) if group[0].index else index
+            with running_stack(variant, served, profile=profile, progress=True) as stack:
                 pool = pool or rows
                 cursor = QuestionCursor(len(pool), start=len(rows))  # past the F1 pass's questions
                 cuda = hardware_report()["device"] == "cuda"
