@@ -11,6 +11,7 @@ import pytest
 from toolkit.results import SCHEMA, find, read_results
 from toolkit.retrieval.index import read_index_manifest
 from toolkit.serving.bench import (
+    alternate,
     cold_start_ratios,
     endpoint_overhead_ms,
     main,
@@ -121,3 +122,40 @@ def test_two_backends_interleaved_each_on_its_own_index(tmp_path, capsys, monkey
     torch_p50 = find(data, "retrieval_ms", embedding_backend="torch")[0]["value"]
     assert speed["value"] == pytest.approx(torch_p50 / find(data, "retrieval_ms", embedding_backend="onnx")[0]["value"])
     assert not find(data, "retrieval_speedup", embedding_backend="torch")  # the baseline has none
+
+
+def test_backends_alternate_which_goes_first():
+    items = {"torch": 1, "onnx-int8": 2}
+    assert alternate(items, 0) == [("torch", 1), ("onnx-int8", 2)]
+    assert alternate(items, 1) == [("onnx-int8", 2), ("torch", 1)]
+    assert alternate(items, 2) == alternate(items, 0)
+
+
+@needs_ort
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:typing.(io|re) is deprecated:DeprecationWarning")  # stdlib docstring scan
+def test_endpoint_part_runs_one_endpoint_per_backend(tmp_path, capsys, monkeypatch, tiny_llama):
+    """[4] with two backends: two real endpoint processes (torch, onnx) on one engine (the fake streaming engine
+    of live_servers, since vLLM takes minutes to start), every query sent to both, figures per backend."""
+    from live_servers import FakeEngine, serve
+
+    from toolkit import paths
+
+    monkeypatch.setattr(paths, "ARTIFACTS", tmp_path / "artifacts")
+    monkeypatch.setenv("TOOLKIT_ARTIFACTS", str(tmp_path / "artifacts"))  # the endpoint processes' export cache
+    results = tmp_path / "bench-serve.json"
+    engine = FakeEngine(tokens=2, delay_s=0.0)
+    with serve(engine) as engine_url:
+        rc = main(["--chunks", "30", "--queries", "4", "--embedding-backend", "torch,onnx", "--skip", "types",
+                   "--engine-url", engine_url, "--model", str(tiny_llama), "--workdir", str(tmp_path),
+                   "--output", str(results)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert engine.completed == 2 * (1 + 4)  # a warm-up and 4 queries through each endpoint
+    data = read_results(results)
+    for backend in ("torch", "onnx"):
+        (over,) = find(data, "online_endpoint_overhead_ms", embedding_backend=backend, concurrency=1)
+        assert over["summary"]["n"] == 4 and over["value"] > 0
+        assert f"[{backend}]: {over['value']:6.2f} ms" in out
+    (speed,) = find(data, "online_endpoint_overhead_speedup", embedding_backend="onnx", baseline="torch")
+    assert speed["value"] > 0
