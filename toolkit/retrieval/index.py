@@ -267,7 +267,8 @@ def update_index(path: str | Path, docs: str | Path | list[dict[str, Any]] | Non
     t0 = time.perf_counter()
     with record.timed("chunk"):
         chunks = list(chunk_docs(docs, config.chunk_words, config.chunk_overlap))
-    embedder = _embedder_for(path, manifest, None, embedder, None, docs=True)
+    # like a build, an update owns the machine: one embedding thread per usable core (build_index says why)
+    embedder = _embedder_for(path, manifest, None, embedder, len(os.sched_getaffinity(0)), docs=True)
     with record.timed("embed"):
         vectors = (embedder.encode([c.text for c in chunks], batch_size=config.batch_size, progress=progress)
                    if chunks else np.zeros((0, int(r["dimension"])), np.float32))
