@@ -166,6 +166,17 @@ def hardware_report() -> dict[str, Any]:
     }
 
 
+def isa_summary(report: dict[str, Any]) -> str:
+    """The ISA extensions the report found on this CPU, space-separated ("" when none were read)."""
+    return " ".join(k for k, v in ((report.get("cpu") or {}).get("isa") or {}).items() if v)
+
+
+def cpu_label(report: dict[str, Any]) -> str:
+    """``AMD EPYC ... x2 (avx2 avx512f ...)``: how benchmarks name the CPU their figures come from."""
+    cpu = report.get("cpu") or {}
+    return f"{cpu.get('model')} x{cpu.get('cores')} ({isa_summary(report) or 'no ISA flags read'})"
+
+
 def hardware_fingerprint(report: dict[str, Any]) -> str:
     """Short identity used to flag reports made on different hardware."""
     gpus = ",".join(d["name"] for d in report.get("cuda", [])) or "no-gpu"

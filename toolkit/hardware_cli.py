@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from toolkit.hardware import hardware_report
+    from toolkit.hardware import hardware_report, isa_summary
 
     report = hardware_report()
     if args.json:
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     cpu = report["cpu"]
     table = Table(title="toolkit env", show_header=False)
     table.add_row("CPU", f"{cpu['model']} ({cpu['arch']}), {cpu['cores']} cores, {cpu['ram_gb']} GiB RAM")
-    table.add_row("ISA", " ".join(k for k, v in cpu["isa"].items() if v) or "-")
+    table.add_row("ISA", isa_summary(report) or "-")
     for d in report["cuda"]:
         table.add_row("CUDA", f"{d['name']} sm{d['compute_capability']} {d['memory_gb']} GiB")
     if not report["cuda"]:

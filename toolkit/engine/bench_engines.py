@@ -177,10 +177,9 @@ def run(args: argparse.Namespace) -> int:
 
 def cpu_flags() -> str:
     """The ISA extensions this CPU has (toolkit.hardware's reader: ``isa`` maps each known flag to present)."""
-    from toolkit.hardware import hardware_report
+    from toolkit.hardware import hardware_report, isa_summary
 
-    isa = hardware_report()["cpu"]["isa"]
-    return " ".join(name for name, present in isa.items() if present) or "none of " + ", ".join(isa)
+    return isa_summary(hardware_report()) or "none of the known ISA flags"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,3 +101,14 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def cli_flag(name: str, value: str | int | float | bool) -> list[str]:
+    """``{flag-name: value}`` as vLLM's and llama.cpp's servers take flags: ``--name value`` (underscores become
+    dashes); ``true`` is a bare flag, ``false`` its ``--no-`` form."""
+    f = name.lstrip("-").replace("_", "-")
+    if value is True:
+        return [f"--{f}"]
+    if value is False:
+        return [f"--no-{f}"]
+    return [f"--{f}", str(value)]

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from toolkit.config import StrictModel
 from toolkit.errors import ToolkitError
-from toolkit.engine.launch import LLAMACPP_DIR, llamacpp_command
+from toolkit.engine.launch import LLAMACPP_DIR, cli_flag, llamacpp_command
 
 Scalar = str | int | float | bool
 
@@ -73,17 +73,6 @@ def context_per_slot(model_dir: Path, max_model_len: int | None) -> int:
         return 4096
 
 
-def flag(name: str, value: Scalar) -> list[str]:
-    """``{flag-name: value}`` as llama.cpp writes flags: ``--name value``; ``true`` is a bare flag, ``false`` its
-    ``--no-`` form."""
-    f = "--" + name.lstrip("-").replace("_", "-")
-    if value is True:
-        return [f]
-    if value is False:
-        return ["--no-" + name.lstrip("-").replace("_", "-")]
-    return [f, str(value)]
-
-
 def server_command(model_dir: str | Path, port: int, served_model_name: str, settings: LlamaCppSettings,
                    max_model_len: int | None, prefix_caching: bool, host: str = "127.0.0.1",
                    extra: dict[str, Scalar] | None = None) -> list[str]:
@@ -104,5 +93,5 @@ def server_command(model_dir: str | Path, port: int, served_model_name: str, set
     args.update(extra or {})
     for name, value in args.items():
         if value is not None:
-            cmd += flag(name, value)
+            cmd += cli_flag(name, value)
     return cmd

