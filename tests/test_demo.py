@@ -179,3 +179,20 @@ def test_second_baseline_is_the_fastest_unquantized_format_unless_it_is_out_of_t
         (tmp_path / "profile-unquantized.yaml").write_text(yaml.safe_dump({"engine": {"dtype": dtypes[fastest]}}))
     got = _fastest_unquantized_profile(profile)
     assert (got.name if got else None) == expected
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_llamacpp_q8_0_joins_the_full_demo_only_when_built(built, monkeypatch, tmp_path):
+    import toolkit.demo as demo
+
+    monkeypatch.setattr(demo, "_llamacpp_built", lambda: built)
+    steps = {s.name: s for s in plan(quick=False, root=tmp_path)[0]}
+    assert ("export-gguf q8_0" in steps) == built and ("eval llamacpp-q8_0" in steps) == built
+    if built:
+        assert steps["export-gguf q8_0"].argv() == ["export-gguf", "--model", f"{tmp_path}/reference/model",
+                                                   "--type", "q8_0", "--output",
+                                                   f"{tmp_path}/models/reference-q8_0-gguf"]
+        argv = steps["eval llamacpp-q8_0"].argv()
+        assert argv[argv.index("--model") + 1] == f"{tmp_path}/models/reference-q8_0-gguf"
+        assert argv[argv.index("--profile") + 1] == "serve/llamacpp.yaml"
+    assert "export-gguf q8_0" not in [s.name for s in plan(quick=True, root=tmp_path)[0]]

@@ -7,9 +7,13 @@ interrupted demo resumes where it stopped; every stage writes atomically, so an 
 Full (``make demo``)::
 
     reference corpus, QA set, model -> quantize (RTN, GPTQ, AWQ W4A16, W8A8-INT8, FP8) -> white-box student
-    -> precision selection -> student quantized with the winner (INT8/FP8) -> index -> eval every variant
-    through the RAG endpoint (demo suite: SLO, 2 repeats, max load under the SLO) -> compare with gates
-    -> summary table + compare.html
+    -> precision selection -> student quantized with the winner (INT8/FP8) -> [llama.cpp Q8_0 export, when
+    `make setup-llamacpp` has built llama.cpp] -> index -> eval every variant through the RAG endpoint (demo
+    suite: SLO, 2 repeats, max load under the SLO) -> compare with gates -> summary table + compare.html
+
+With llama.cpp built, the reference exported to GGUF Q8_0 is served by llama.cpp (``serve/llamacpp.yaml``)
+beside the vLLM variants, the engine a CPU user would otherwise pick, so the compare answers "vLLM + these
+recipes, or llama.cpp?" on the same weights (``make bench-engines`` compares more formats and settings).
 
 ``student-kd-winner`` is the student served with the profile precision selection wrote (its dtype; its
 quantized checkpoint when INT8 or FP8 won): the distilled model deployed the way the measurements chose.
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.paths import ARTIFACTS, RECIPES_DIR, REPO_ROOT
+from toolkit.paths import ARTIFACTS, RECIPES_DIR, REPO_ROOT, SERVE_DIR
 
 QUANT_RECIPES = ("rtn-w4a16", "gptq-w4a16", "awq-w4a16", "gptq-w8a8-int8", "fp8-dynamic")
 # Demo-sized runs of the shipped recipes on SmolLM2-135M (the flags are printed with each command): 32
@@ -70,6 +74,7 @@ WINNER_RECIPE = {"int8": "gptq-w8a8-int8", "fp8": "fp8-dynamic"}  # formats that
 GATES = ["--max-ppl-increase", "25%", "--max-f1-drop", "0.05"]
 QUICK_VARIANT = "reference-w8a8-int8-rtn"
 QUICK_W8A8 = ("--set", "algorithm=rtn", "--set", "gptq=null")
+LLAMACPP_VARIANT = "llamacpp-q8_0"  # the best llama.cpp format at one stream in bench-engines (README)
 OUT_OF_THE_BOX = "reference-bf16"  # vLLM as a user starts it: the checkpoint's dtype, default profile
 FASTEST_UNQUANTIZED = "reference-fastest-unquantized"
 
@@ -135,6 +140,11 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
         # the second baseline: the reference in the fastest unquantized format precision measured, when that is
         # not the dtype vLLM serves it in out of the box (then reference-bf16 is both baselines)
         variants[FASTEST_UNQUANTIZED] = (model, lambda: _fastest_unquantized_profile(profile))
+        if _llamacpp_built():
+            gguf = models / "reference-q8_0-gguf"
+            steps.append(Step("export-gguf q8_0", gguf, lambda: [
+                "export-gguf", "--model", _rel(model), "--type", "q8_0", "--output", _rel(gguf)]))
+            variants[LLAMACPP_VARIANT] = (gguf, SERVE_DIR / "llamacpp.yaml")
     steps.append(Step("index", index, lambda: ["index", "build", "--docs", _rel(ref / "docs.jsonl"),
                                                "--output", _rel(index), "--index-type", "flat"]))
     report_paths = []
@@ -148,6 +158,16 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
         "compare", *[_rel(p) for p in report_paths if p.exists()], "--baseline", _rel(report_paths[0]),
         "--output", _rel(compare_dir), *GATES]))
     return steps, compare_dir
+
+
+def _llamacpp_built() -> bool:
+    from toolkit.engine.launch import llamacpp_command
+
+    try:
+        llamacpp_command("llama-server")
+        return True
+    except ToolkitError:
+        return False
 
 
 def _quantize_argv(name: str, src: Path, out: Path) -> list[str]:

@@ -151,15 +151,39 @@ def test_eval_profile_keeps_vllm_flags_away_from_llamacpp(tmp_path):
 
 
 def test_bench_engines_tuning_flags_are_validated_and_written(fake_build, tmp_path, capsys):
-    from toolkit.engine.bench_engines import build_parser, main, tuned_profile
+    from toolkit.engine.bench_engines import build_parser, main, tuned_profiles
 
     assert main(["--only", "llamacpp", "--threads", "0", "--output", str(tmp_path)]) == 2
     assert "error: --threads: Input should be greater than or equal to 1" in capsys.readouterr().err
+    assert main(["--only", "vllm", "--vllm-dtype", "float64", "--output", str(tmp_path)]) == 2
+    assert "error: --vllm-dtype: " in capsys.readouterr().err
 
     args = build_parser().parse_args(["--threads", "1", "--threads-batch", "1", "--parallel", "8"])
-    prof = load_profile(tuned_profile(args.llamacpp_profile, args, tmp_path))
+    knobs = {"threads": args.threads, "threads_batch": args.threads_batch, "parallel": args.parallel}
+    [(suffix, path)] = tuned_profiles(args.llamacpp_profile, "llamacpp", knobs, tmp_path)
+    prof = load_profile(path)
+    assert suffix == "" and path.name == "llamacpp-profile.yaml"  # one value each: no sweep, the plain name
     assert (prof.engine.llamacpp.threads, prof.engine.llamacpp.threads_batch, prof.engine.llamacpp.parallel) == (1, 1, 8)
     assert prof.engine.llamacpp.batch_size == load_profile(SERVE_DIR / "llamacpp.yaml").engine.llamacpp.batch_size
+
+
+def test_bench_engines_sweeps_every_combination_of_listed_values(tmp_path):
+    from toolkit.engine.bench_engines import build_parser, tuned_profiles
+
+    args = build_parser().parse_args(["--threads", "1,2", "--parallel", "4,16", "--ubatch-size", "256",
+                                      "--vllm-dtype", "bfloat16,float32", "--max-num-seqs", "16"])
+    knobs = {"threads": args.threads, "parallel": args.parallel, "ubatch_size": args.ubatch_size}
+    got = tuned_profiles(args.llamacpp_profile, "llamacpp", knobs, tmp_path)
+    assert [s for s, _ in got] == ["-t1-p4", "-t1-p16", "-t2-p4", "-t2-p16"]  # the fixed ubatch is not named
+    settings = [load_profile(p).engine.llamacpp for _, p in got]
+    assert [(x.threads, x.parallel, x.ubatch_size) for x in settings] == [(1, 4, 256), (1, 16, 256), (2, 4, 256),
+                                                                          (2, 16, 256)]
+    vllm = tuned_profiles(args.vllm_profile, "vllm", {"dtype": args.vllm_dtype, "max_num_seqs": args.max_num_seqs},
+                          tmp_path)
+    assert [(s, load_profile(p).engine.dtype, load_profile(p).engine.max_num_seqs) for s, p in vllm] == [
+        ("-bfloat16", "bfloat16", 16), ("-float32", "float32", 16)]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--threads", "one"])
 
 
 def test_bench_engines_cpu_flags_are_the_present_ones():

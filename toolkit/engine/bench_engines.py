@@ -10,7 +10,10 @@ Variants, each report named after it (the compare label):
   shipped (``--no-shipped`` leaves it out; the reference model *is* its dequantization, so every variant has
   the same weights up to the format's rounding).
 llama.cpp runs with ``serve/llamacpp.yaml`` plus the tuning flags here (threads, threads-batch, slots, batch
-sizes), written to ``<output>/llamacpp-profile.yaml`` and recorded with the reports. ``--vllm-compiled`` runs
+sizes), vLLM with ``--vllm-profile`` plus its own (dtype, max_num_seqs). Each flag takes a comma list; several
+values make a sweep, every combination a variant named by what varies (``llamacpp-q8_0-t1-p8``,
+``vllm-model-float32``), so both engines are tuned with the same mechanism and every setting tried is in the
+compare. Profiles are written to ``<output>/<kind>-profile<suffix>.yaml`` and recorded with the reports. ``--vllm-compiled`` runs
 every variant on a copy of the suite without its vLLM ``extra_args`` (smoke's ``enforce_eager``), so vLLM is
 measured compiled, as it serves in production. Perplexity is measured by transformers on
 every variant, a GGUF directory's dequantized by transformers (``gguf_file=``, toolkit.modeling).
@@ -21,6 +24,7 @@ every variant, a GGUF directory's dequantized by transformers (``gguf_file=``, t
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -51,11 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default=str(SMOKE_SUITE), help="eval suite (default: %(default)s)")
     p.add_argument("--repeats", type=int, help="runs per load point (default: the suite's)")
     p.add_argument("--slo", help="latency objectives (default: the suite's)")
-    p.add_argument("--threads", type=int, help="llama.cpp -t (default: the profile's)")
-    p.add_argument("--threads-batch", type=int, help="llama.cpp -tb, prompt processing (default: the profile's)")
-    p.add_argument("--parallel", type=int, help="llama.cpp --parallel slots (default: the profile's)")
-    p.add_argument("--batch-size", type=int, help="llama.cpp -b")
-    p.add_argument("--ubatch-size", type=int, help="llama.cpp -ub")
+    # tuning: each flag takes one value or a comma list; several make a sweep (every combination is a variant)
+    p.add_argument("--threads", type=int_list, help="llama.cpp -t, e.g. 1,2 (default: the profile's)")
+    p.add_argument("--threads-batch", type=int_list, help="llama.cpp -tb, prompt processing (default: the profile's)")
+    p.add_argument("--parallel", type=int_list, help="llama.cpp --parallel slots, e.g. 4,16 (default: the profile's)")
+    p.add_argument("--batch-size", type=int_list, help="llama.cpp -b")
+    p.add_argument("--ubatch-size", type=int_list, help="llama.cpp -ub")
+    p.add_argument("--vllm-dtype", type=str_list, help="vLLM dtype(s), e.g. bfloat16,float32 (default: the "
+                   "profile's)")
+    p.add_argument("--max-num-seqs", type=int_list, help="vLLM max_num_seqs, e.g. 8,16 (default: the profile's)")
     p.add_argument("--vllm-compiled", action="store_true", help="drop the suite's vLLM extra_args (smoke's "
                    "enforce_eager) so vLLM runs compiled, as in production; every variant gets the same suite")
     p.add_argument("--only", choices=["vllm", "llamacpp"], help="run one engine's variants only")
@@ -64,29 +72,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def tuned_profile(base: str, args: argparse.Namespace, out: Path) -> Path:
-    """``base`` (a llama.cpp profile) with the tuning flags applied, validated, written to ``out``."""
-    from toolkit.config import dump_recipe
-    from toolkit.manifest import atomic_write_text
+# name-suffix letter of each tuning knob, e.g. ``llamacpp-q8_0-t1-p8`` (only knobs given several values appear)
+LLAMACPP_KNOBS = {"threads": "t", "threads_batch": "tb", "parallel": "p", "batch_size": "b", "ubatch_size": "ub"}
+VLLM_KNOBS = {"dtype": "", "max_num_seqs": "s"}
+
+
+def sweep(values: dict[str, list | None], letters: dict[str, str]) -> list[tuple[str, dict]]:
+    """Every combination of the given knob values (the Cartesian product, in flag order), each with the name
+    suffix of the knobs that vary: ``{"threads": [1, 2], "parallel": [4]}`` -> ``("-t1", {...}), ("-t2", {...})``."""
+    given = {k: v for k, v in values.items() if v}
+    varying = [k for k, v in given.items() if len(v) > 1]
+    combos = [dict(zip(given, c)) for c in itertools.product(*given.values())]
+    return [("".join(f"-{letters[k]}{c[k]}" for k in varying), c) for c in combos]
+
+
+def tuned_profiles(base: str, kind: str, values: dict[str, list | None], out: Path) -> list[tuple[str, Path]]:
+    """``base`` (a ``kind`` profile) with each :func:`sweep` combination applied (llama.cpp: ``engine.llamacpp``,
+    vLLM: ``engine``), validated like a profile file, written to ``out``: ``[(name suffix, profile path)]``."""
     from pydantic import ValidationError
 
-    from toolkit.engine.llamacpp import LlamaCppSettings
-    from toolkit.serving.profiles import load_profile
+    from toolkit.config import dump_recipe
+    from toolkit.manifest import atomic_write_text
+    from toolkit.serving.profiles import ServeProfile, load_profile
 
     prof = load_profile(base)
-    if prof.engine.kind != "llamacpp":
-        raise ToolkitError(f"--llamacpp-profile {base}: engine.kind is {prof.engine.kind}, not llamacpp")
-    tuning = {"threads": args.threads, "threads_batch": args.threads_batch, "parallel": args.parallel,
-              "batch_size": args.batch_size, "ubatch_size": args.ubatch_size}
-    settings = {**prof.engine.llamacpp.model_dump(), **{k: v for k, v in tuning.items() if v is not None}}
-    try:  # validated like the profile (model_copy would not): --threads 0 is an error here, not in llama-server
-        prof.engine.llamacpp = LlamaCppSettings.model_validate(settings)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ToolkitError(f"--{first['loc'][0]}: {first['msg']}".replace("_", "-")) from None
-    path = out / "llamacpp-profile.yaml"
-    atomic_write_text(path, yaml.safe_dump(dump_recipe(prof), sort_keys=False))
-    return path
+    if prof.engine.kind != kind:
+        raise ToolkitError(f"--{kind}-profile {base}: engine.kind is {prof.engine.kind}, not {kind}")
+    paths = []
+    for suffix, setting in sweep(values, LLAMACPP_KNOBS if kind == "llamacpp" else VLLM_KNOBS):
+        data = dump_recipe(prof)
+        (data["engine"]["llamacpp"] if kind == "llamacpp" else data["engine"]).update(setting)
+        try:  # validated like the profile: --threads 0 is an error here, not in llama-server
+            tuned = ServeProfile.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            flag = {"dtype": "vllm-dtype"}.get(str(first["loc"][-1]), str(first["loc"][-1])).replace("_", "-")
+            raise ToolkitError(f"--{flag}: {first['msg']}") from None
+        path = out / f"{kind}-profile{suffix}.yaml"
+        atomic_write_text(path, yaml.safe_dump(dump_recipe(tuned), sort_keys=False))
+        paths.append((suffix, path))
+    return paths
+
+
+def int_list(text: str) -> list[int]:
+    """``"1,2"`` -> ``[1, 2]`` (a tuning flag's values; several make a sweep)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers, e.g. 1,2") from None
+
+
+def str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def bench_suite(args: argparse.Namespace, out: Path) -> str:
@@ -158,16 +195,19 @@ def run(args: argparse.Namespace) -> int:
     args.suite = bench_suite(args, out)
     variants: list[tuple[str, Path, str | Path]] = []
     if args.only != "llamacpp":
-        for m in args.vllm_model or [str(model)]:
-            variants.append((f"vllm-{Path(m).name}", Path(m), args.vllm_profile))
+        knobs = {"dtype": args.vllm_dtype, "max_num_seqs": args.max_num_seqs}
+        for suffix, profile in tuned_profiles(args.vllm_profile, "vllm", knobs, out):
+            for m in args.vllm_model or [str(model)]:
+                variants.append((f"vllm-{Path(m).name}{suffix}", Path(m), profile))
     if args.only != "vllm":
         from toolkit.engine.launch import llamacpp_command
 
         llamacpp_command("llama-server")  # not built: one line, before any export or eval
-        profile = tuned_profile(args.llamacpp_profile, args, out)
+        knobs = {k: getattr(args, k) for k in LLAMACPP_KNOBS}
+        profiles = tuned_profiles(args.llamacpp_profile, "llamacpp", knobs, out)
         types = [t.strip() for t in args.types.split(",") if t.strip()]
         for name, d in gguf_variants(model, types, not args.no_shipped).items():
-            variants.append((name, d, profile))
+            variants += [(f"{name}{suffix}", d, profile) for suffix, profile in profiles]
     reports = [run_eval(name, m, prof, args, out) for name, m, prof in variants]
     cmd = [sys.executable, "-m", "toolkit", "compare", *map(str, reports), "--output", str(out / "compare")]
     proc = subprocess.run(cmd, cwd=REPO_ROOT)
