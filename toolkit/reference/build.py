@@ -174,13 +174,15 @@ def _validation_perplexity(recipe: ReferenceRecipe, tmp: Path, tokenizer, train_
                            progress: bool) -> tuple[float, float, int]:
     """Perplexity of ``model/`` as other stages load it, and a unigram baseline (token counts of
     ``train_windows``) on the same tokens."""
-    from toolkit.modeling import load_causal_lm, perplexity, read_texts, token_windows
+    from toolkit.hardware import compute_dtype
+    from toolkit.modeling import load_causal_lm, perplexity, read_texts, stored_dtype, token_windows
     from toolkit.reference import train as tr
 
     t = recipe.training
     windows = token_windows(tokenizer, read_texts(tmp / "splits" / "validation.jsonl"), t.seq_len,
                             max_windows=t.eval_windows)
-    saved = load_causal_lm(tmp / "model")  # dtype "auto": the checkpoint as saved
+    # the dtype eval computes in (compute_dtype): fp32 where bf16 is emulated (AVX2: 193 s a batch in bf16)
+    saved = load_causal_lm(tmp / "model", dtype=compute_dtype(stored_dtype(tmp / "model")))
     ppl = perplexity(saved, windows, progress="validation perplexity" if progress else None)
     train_ids = [i for w in train_windows for i in w["input_ids"]]
     return ppl, tr.unigram_perplexity(train_ids, windows, len(tokenizer)), len(windows)
