@@ -8,7 +8,8 @@ field, which vLLM's benchmark client reads when no ``--model`` is given (``get_f
 Reliability: optional API key (``Authorization: Bearer`` or ``X-API-Key``; 401 without it), strict request
 models (wrong types, unknown fields, top_k outside 1..100 → 422 naming the field; unparsable JSON → 400;
 empty or oversized query → 422), a concurrency limit answering 429 beyond it, engine unreachable → 503 and
-engine time-out → 504 with a message (every request retries the engine, so it recovers without restart).
+engine time-out → 504 with a message (every request retries the engine, so it recovers without restart); an
+engine that exited during start-up → 503 with its reason, and ``/healthz`` says ``"engine": "failed"``.
 Every error body is OpenAI-shaped ``{"error": {"message", "type", "code"}}`` so the ``openai`` client raises a
 readable exception.
 
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from toolkit.retrieval.store import FilterError
 from toolkit.serving.deadline import Deadline, DeadlineExceeded
-from toolkit.serving.llm import EngineRejected, EngineTimeout, EngineUnavailable
+from toolkit.serving.llm import EngineFailed, EngineRejected, EngineTimeout, EngineUnavailable
 from toolkit.serving.rag import PromptTooLong, RagRun, RagService
 
 OPEN_PATHS = {"/healthz", "/metrics"}
@@ -231,8 +232,10 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
             raise ApiError(504, str(exc), "timeout_error") from None
         except EngineUnavailable as exc:
             metrics.rejected.labels("engine").inc()
-            raise ApiError(503, f"LLM engine unavailable: {exc}; retry when it is back", "engine_unavailable") \
-                from None
+            # an engine that exited during start-up will not come back by itself: its reason, not "retry"
+            message = str(exc) if isinstance(exc, EngineFailed) else \
+                f"LLM engine unavailable: {exc}; retry when it is back"
+            raise ApiError(503, message, "engine_unavailable") from None
         except EngineTimeout as exc:
             raise ApiError(504, str(exc), "timeout_error") from None
         except EngineRejected as exc:
@@ -364,10 +367,14 @@ def create_app(rag: RagService, api_key: str | None = None, served_model_name: s
     @app.get("/healthz")
     async def healthz():
         engine_ok = await rag.engine.healthy()
+        # why an unreachable engine failed to start, if the stack said so (an optional ChatEngine member)
+        failure = None if engine_ok else getattr(rag.engine, "failure", lambda: None)()
         index = rag.current_index()  # also a check for an updated index (toolkit.serving.index_watch)
-        body = {"status": "ok" if engine_ok else "degraded", "engine": "ok" if engine_ok else "unreachable",
-                "engine_url": rag.engine.base_url, "index": index.info(), "cache_entries": len(rag.cache),
-                "in_flight": guard.in_flight, "index_reload": rag.watch.status() if rag.watch else None}
+        state = "ok" if engine_ok else "failed" if failure else "unreachable"
+        body = {"status": "ok" if engine_ok else "degraded", "engine": state,
+                **({"engine_failure": failure} if failure else {}), "engine_url": rag.engine.base_url,
+                "index": index.info(), "cache_entries": len(rag.cache), "in_flight": guard.in_flight,
+                "index_reload": rag.watch.status() if rag.watch else None}
         return JSONResponse(body, 200 if engine_ok else 503)
 
     @app.get("/metrics")

@@ -4,11 +4,16 @@ It runs exactly the stack evaluation and the benchmarks measure (:func:`toolkit.
 and waits on a signal. The endpoint starts first and loads the index (checked against its embedding model),
 so a bad index fails in seconds rather than after a minute of engine warm-up. Stopping the command stops the
 endpoint and the engine's whole process group; nothing is left running.
+
+An engine that exits during start-up (a GGUF llama-server cannot load) does not take the endpoint down: it
+answers every request with 503 and the engine's reason (so clients see why), the command prints that reason as
+one ``error:`` line, and exits 2 once stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,9 +66,13 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with running_stack(model, index_dir, profile=args.profile, host=args.host, port=args.port,
-                           engine_port=args.engine_port, engine_url=args.engine_url, progress=True) as stack:
+                           engine_port=args.engine_port, engine_url=args.engine_url, progress=True,
+                           keep_serving=True) as stack:
             state["ready"] = True
             _announce(stack, index_dir)
+            if stack.engine_failure:
+                print(f"error: {stack.engine_failure}; the endpoint answers 503 with it until stopped (Ctrl-C)",
+                      file=sys.stderr, flush=True)
             while not state["stop"]:
                 if failure := stack.failure():
                     raise ToolkitError(failure)
@@ -72,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0
+    return 2 if stack.engine_failure else 0  # the start-up failure was reported above; a stop does not clear it
 
 
 def _announce(stack: Stack, index_dir: Path) -> None:

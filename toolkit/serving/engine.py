@@ -8,6 +8,7 @@ die), so one ``killpg`` reaches the API server *and* the engine-core processes i
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import tempfile
@@ -29,6 +30,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+class EngineStartFailed(ToolkitError):
+    """The engine process exited during start-up; ``reason`` is the one log line that says why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class EngineProcess:
     """One engine server. ``start()`` returns once ``ready_path`` answers 200; ``stop()`` is idempotent.
 
@@ -41,7 +50,7 @@ class EngineProcess:
 
     def __init__(self, cmd: list[str], port: int, env: dict[str, str] | None = None, host: str = "127.0.0.1",
                  log_path: Path | None = None, kind: str = "vllm") -> None:
-        self.cmd, self.port, self.host = cmd, port, host
+        self.cmd, self.port, self.host, self.kind = cmd, port, host, kind
         self.label, self.ready_path = self.READY[kind]
         self.url = f"http://{host}:{port}"
         self.env = dict(env or {})
@@ -70,8 +79,9 @@ class EngineProcess:
             while True:
                 elapsed = time.perf_counter() - t0
                 if self.proc.poll() is not None:
-                    raise ToolkitError(f"{self.label} exited during start-up (code {self.proc.returncode}): "
-                                       f"{last_error_line(self.log())} (log: {self.log_path})")
+                    reason = self.failure_reason()
+                    raise EngineStartFailed(f"{self.label} exited during start-up (code {self.proc.returncode}): "
+                                            f"{reason} (log: {self.log_path})", reason)
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.url}{self.ready_path}").status_code == 200:
                         return
@@ -88,6 +98,12 @@ class EngineProcess:
         except OSError:
             return ""
 
+    def failure_reason(self) -> str:
+        """The log line saying why the engine failed: for llama-server its model-load error (see
+        :func:`llamacpp_load_error`), else the last line naming an error."""
+        log = self.log()
+        return (self.kind == "llamacpp" and llamacpp_load_error(log)) or last_error_line(log)
+
     def _last_line(self) -> str:
         try:
             with open(self.log_path, "rb") as f:
@@ -100,6 +116,28 @@ class EngineProcess:
     def stop(self) -> None:
         if self.proc is not None:
             kill_group(self.proc)
+
+
+LLAMACPP_LOG_PREFIX = re.compile(r"^\d+(?:\.\d+)+ [DIWE] +")  # llama-server's "0.00.028.894 E " (time, level)
+
+
+def llamacpp_load_error(log: str) -> str | None:
+    """llama-server's reason for a failed model load, or None when its log has none.
+
+    A failed load logs several lines (``gguf_init_from_reader: invalid magic characters ...``, ``llama_model_load:
+    error loading model: <why>``, ``failed to load model '<path>'``, ``main: exiting due to model loading error``);
+    the ``error loading model`` one carries the loader's reason (a missing tensor, a bad key). When that reason is
+    only "failed to load model from <file>", the GGUF parser's own error line before it says why, so it is added."""
+    lines = [LLAMACPP_LOG_PREFIX.sub("", ln.strip()) for ln in log.splitlines() if ln.strip()]
+    loads = [i for i, ln in enumerate(lines) if "error loading model" in ln]
+    if not loads:
+        return None
+    line = lines[loads[-1]]
+    if "failed to load model from" in line:
+        parser = [ln for ln in lines[:loads[-1]] if ln.startswith("gguf_") and ": " in ln]
+        if parser:
+            line += f" ({parser[-1]})"
+    return line[:400]
 
 
 def wait_with_progress(engine: EngineProcess, timeout_s: float, label: str | None = None) -> float:

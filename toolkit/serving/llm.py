@@ -3,7 +3,8 @@
 Both paths stream from vLLM (``stream: true`` with ``include_usage``): TTFT is then a real measurement even
 when the endpoint's caller asked for a non-streamed answer. Connection failures become
 :class:`EngineUnavailable` (the endpoint answers 503) and time-outs :class:`EngineTimeout` (504); the next
-request simply tries again, so the endpoint recovers without restart once the engine is back.
+request simply tries again, so the endpoint recovers without restart once the engine is back. An engine the
+stack saw exit during start-up is :class:`EngineFailed` instead, carrying the stack's reason (``status_file``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,10 @@ from toolkit.serving.deadline import Deadline
 
 class EngineUnavailable(Exception):
     pass
+
+
+class EngineFailed(EngineUnavailable):
+    """The engine is unreachable because it exited during start-up; the message is the stack's reason."""
 
 
 class EngineTimeout(Exception):
@@ -48,8 +54,13 @@ class Generation:
 
 
 class EngineClient:
-    def __init__(self, base_url: str, model: str, timeout_s: float = 120.0) -> None:
+    """``status_file``: where the stack writes why the engine it started exited during start-up (one line);
+    read only when the engine is unreachable, so a healthy engine costs nothing."""
+
+    def __init__(self, base_url: str, model: str, timeout_s: float = 120.0,
+                 status_file: str | Path | None = None) -> None:
         self.base_url, self.model, self.timeout_s = base_url.rstrip("/"), model, timeout_s
+        self.status_file = Path(status_file) if status_file else None
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=httpx.Timeout(timeout_s, connect=2.0),
                                          limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
 
@@ -58,6 +69,16 @@ class EngineClient:
             return (await self._client.get("/health", timeout=2.0)).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def failure(self) -> str | None:
+        """Why the engine could not start (the first line of ``status_file``), or None if nothing says so."""
+        if self.status_file is None:
+            return None
+        try:
+            lines = self.status_file.read_text(errors="replace").strip().splitlines()
+        except OSError:  # not written: the engine did not fail (or is not ours)
+            return None
+        return lines[0] if lines else None
 
     async def stream_chat(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
                           gen: Generation, deadline: Deadline | None = None, **extra: Any) -> AsyncIterator[str]:
@@ -113,6 +134,8 @@ class EngineClient:
                 raise deadline.exceeded("waiting for the LLM engine") from None
             raise EngineTimeout(f"engine at {self.base_url} did not answer in time") from None
         except httpx.TransportError as exc:  # refused, reset, closed mid-stream
+            if reason := self.failure():
+                raise EngineFailed(reason) from None
             raise EngineUnavailable(f"engine at {self.base_url} unreachable ({type(exc).__name__})") from None
         gen.total_ms = (time.perf_counter() - t0) * 1000
         if not gen.text:

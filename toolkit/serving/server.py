@@ -1,7 +1,7 @@
 """Run the RAG endpoint (uvicorn) in front of an engine at ``--engine-url`` (up already, or starting).
 
 ``python -m toolkit.serving.server --index I --engine-url U [--model M] [--served-model-name N] [--profile P]
-[--host] [--port]``: the process :func:`toolkit.serving.stack.running_stack` starts, for ``toolkit serve``,
+[--engine-status-file F] [--host] [--port]``: the process :func:`toolkit.serving.stack.running_stack` starts, for ``toolkit serve``,
 evaluation and the benchmarks alike.
 """
 
@@ -31,11 +31,12 @@ def index_config(retrieval: RetrievalSettings) -> IndexConfig:
 
 
 def build_app(index: str | Path, engine_url: str, profile: ServeProfile, model: str | Path | None = None,
-              served_model_name: str | None = None) -> FastAPI:
+              served_model_name: str | None = None, engine_status_file: str | Path | None = None) -> FastAPI:
     """Load the index (with its model/dimension checks) and return the FastAPI app.
 
     ``model``: what the engine serves (its directory's tokenizer budgets prompts); ``served_model_name``:
-    the name to request it under (default: the one the engine reports)."""
+    the name to request it under (default: the one the engine reports); ``engine_status_file``: where the
+    stack writes why the engine exited during start-up (the 503s and ``/healthz`` then carry that reason)."""
     from toolkit.retrieval.index import load_index
     from toolkit.serving.app import create_app
     from toolkit.serving.llm import EngineClient
@@ -49,7 +50,7 @@ def build_app(index: str | Path, engine_url: str, profile: ServeProfile, model: 
                            embedding_backend=profile.retrieval.embedding_backend)
     served_model_name = served_model_name or engine_model_id(engine_url)
     prompt = PromptBuilder(es.system_prompt, local, profile.engine.max_model_len)
-    engine = EngineClient(engine_url, served_model_name, es.request_timeout_s)
+    engine = EngineClient(engine_url, served_model_name, es.request_timeout_s, engine_status_file)
     rag = RagService(index_obj, engine, es, prompt, Metrics())
     if profile.retrieval.reload_check_s:  # follow `toolkit index add/remove` without a restart
         from toolkit.serving.index_watch import watch_index
@@ -75,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model")
     p.add_argument("--served-model-name")
     p.add_argument("--profile")
+    p.add_argument("--engine-status-file", help="one line saying why the engine failed to start, once written")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     args = p.parse_args(argv)
     try:
-        app = build_app(args.index, args.engine_url, load_profile(args.profile), args.model, args.served_model_name)
+        app = build_app(args.index, args.engine_url, load_profile(args.profile), args.model, args.served_model_name,
+                        args.engine_status_file)
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,11 @@ measurements share no interpreter or GIL with the server; the engine is started 
 its embedding model in seconds, before a minute of engine warm-up is spent on a stack that cannot serve. Both
 run in their own process groups and are stopped (SIGTERM, then SIGKILL) on exit, including on exceptions and
 Ctrl-C.
+
+An engine that exits during start-up (a GGUF llama-server cannot load, a checkpoint vLLM refuses) is a one-line
+:class:`ToolkitError` for evaluation and the benchmarks. With ``keep_serving`` (``toolkit serve``) the stack
+instead writes that reason to the endpoint's ``--engine-status-file`` and yields, so the endpoint answers every
+request with a 503 saying why (:meth:`toolkit.serving.llm.EngineClient.failure`) until the caller stops it.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from typing import Any
 
 import httpx
 
+from toolkit.atomic import atomic_write_text
 from toolkit.engine.launch import kill_group, spawn
 from toolkit.errors import ToolkitError
-from toolkit.serving.engine import EngineProcess, free_port, wait_with_progress
+from toolkit.serving.engine import EngineProcess, EngineStartFailed, free_port, wait_with_progress
 from toolkit.serving.model_ref import engine_model_id, served_model
 from toolkit.serving.profiles import engine_command, engine_environment, load_profile
 
@@ -41,6 +47,7 @@ class Stack:
     endpoint_pid: int | None = None
     engine_log: Path | None = None
     endpoint_log: Path | None = None
+    engine_failure: str | None = None  # with keep_serving: why the engine exited during start-up (endpoint up)
     _procs: dict[str, tuple[subprocess.Popen, Path]] = field(default_factory=dict, repr=False)
 
     def failure(self) -> str | None:
@@ -55,15 +62,18 @@ class Stack:
 def running_stack(model: str | Path, index: str | Path, profile: str | Path | None = None, host: str = "127.0.0.1",
                   port: int = 0, engine_port: int = 0, engine_url: str | None = None,
                   extra_engine_args: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-                  progress: bool = False) -> Iterator[Stack]:
+                  progress: bool = False, keep_serving: bool = False) -> Iterator[Stack]:
     """Start endpoint (+ engine), wait until both answer, yield a :class:`Stack`, stop what was started.
 
-    ``port``/``engine_port`` 0 = a free port; ``env``: extra variables for both processes."""
+    ``port``/``engine_port`` 0 = a free port; ``env``: extra variables for both processes. ``keep_serving``: an
+    engine exiting during start-up yields a stack whose ``engine_failure`` says why (the endpoint answers 503
+    with it) instead of raising."""
     prof = load_profile(profile)
     ref = served_model(model)
     logs = Path(tempfile.mkdtemp(prefix="toolkit-stack-"))
     engine: EngineProcess | None = None
     endpoint: subprocess.Popen | None = None
+    status_file = logs / "engine-failure.txt"  # written only if the engine we start exits during start-up
     try:
         if engine_url is None:
             engine_port = engine_port or free_port(host)
@@ -80,18 +90,27 @@ def running_stack(model: str | Path, index: str | Path, profile: str | Path | No
                "--model", ref.source, "--served-model-name", name, "--host", host, "--port", str(port)]
         if profile:
             cmd += ["--profile", str(profile)]
+        if engine is not None:
+            cmd += ["--engine-status-file", str(status_file)]
         endpoint = spawn(cmd, logs / "endpoint.log", env)
         url = f"http://{host}:{port}"
         _wait_endpoint(endpoint, url, logs / "endpoint.log", timeout_s=300)
-        startup = 0.0
+        startup, failure = 0.0, None
         if engine is not None:
-            startup = (wait_with_progress(engine, prof.engine.startup_timeout_s) if progress
-                       else engine.start(prof.engine.startup_timeout_s))
+            try:
+                startup = (wait_with_progress(engine, prof.engine.startup_timeout_s) if progress
+                           else engine.start(prof.engine.startup_timeout_s))
+            except EngineStartFailed as exc:
+                failure = f"{engine.label} could not load {name}: {exc.reason}"
+                atomic_write_text(status_file, failure + "\n")  # never half a line
+                if not keep_serving:
+                    raise
         procs = {"RAG endpoint": (endpoint, logs / "endpoint.log")}
-        if engine is not None and engine.proc is not None:
+        if engine is not None and engine.proc is not None and failure is None:
             procs[engine.label] = (engine.proc, engine.log_path)
-        yield Stack(url, engine_url, startup, engine.pid if engine else None, name, endpoint.pid,
-                    logs / "engine.log" if engine else None, logs / "endpoint.log", procs)
+        yield Stack(url, engine_url, startup, engine.pid if engine and failure is None else None, name,
+                    endpoint.pid, logs / "engine.log" if engine else None, logs / "endpoint.log",
+                    engine_failure=failure, _procs=procs)
     finally:
         if endpoint is not None:
             kill_group(endpoint, grace_s=10)
