@@ -211,8 +211,21 @@ def run(args: argparse.Namespace) -> int:
     reports = [run_eval(name, m, prof, args, out) for name, m, prof in variants]
     cmd = [sys.executable, "-m", "toolkit", "compare", *map(str, reports), "--output", str(out / "compare")]
     proc = subprocess.run(cmd, cwd=REPO_ROOT)
+    write_recommendation(reports, out / "recommendation.md")
     print(f"bench-engines: CPU flags {cpu_flags()}; load average {os.getloadavg()}", flush=True)
     return proc.returncode
+
+
+def write_recommendation(reports: list[Path], path: Path) -> None:
+    """Print and save which variant to deploy at each concurrency (:func:`toolkit.engine.recommend.recommend`)."""
+    from toolkit.engine.recommend import recommend
+    from toolkit.evaluation.report import read_report
+    from toolkit.manifest import atomic_write_text
+
+    lines = [f"# Recommendation ({cpu_flags()}; load average {os.getloadavg()[0]:.1f})", "",
+             *recommend({p.stem: read_report(p) for p in reports})]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
 
 
 def cpu_flags() -> str:
