@@ -36,7 +36,7 @@ import yaml
 from toolkit.errors import ToolkitError
 from toolkit.paths import ARTIFACTS, REFERENCE_MODEL, REPO_ROOT, REPORTS_DIR, SERVE_DIR
 
-SMOKE_SUITE = REPO_ROOT / "eval" / "suites" / "smoke.yaml"
+ENGINES_SUITE = REPO_ROOT / "eval" / "suites" / "engines.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "'' for none)")
     p.add_argument("--no-shipped", action="store_true", help="leave out the shipped SmolLM2 Q4_1 GGUF")
     p.add_argument("--index", help="index directory (default: eval's, artifacts/indexes/flat)")
-    p.add_argument("--suite", default=str(SMOKE_SUITE), help="eval suite (default: %(default)s)")
+    p.add_argument("--suite", default=str(ENGINES_SUITE), help="eval suite (default: %(default)s)")
     p.add_argument("--repeats", type=int, help="runs per load point (default: the suite's)")
     p.add_argument("--slo", help="latency objectives (default: the suite's)")
     # tuning: each flag takes one value or a comma list; several make a sweep (every combination is a variant)
