@@ -100,3 +100,24 @@ def test_reloaded_weights_really_are_4_bit(tiny_llama, small_recipe, text_files,
     w = model.model.layers[1].mlp.down_proj.weight.float()
     assert max(len(g.unique()) for g in w.reshape(-1, gs)) <= 16
     assert len(load_causal_lm(tiny_llama).model.layers[1].mlp.down_proj.weight.reshape(-1, gs)[0].unique()) > 16
+
+
+def test_source_perplexity_is_computed_once_per_source_and_windows(tiny_llama, small_recipe, text_files, tmp_path,
+                                                                    monkeypatch):
+    """Two recipes on one source: the second reuses the first's source perplexity (same windows, same dtype);
+    a changed source is measured again."""
+    import toolkit.quantize.run as run
+
+    monkeypatch.setattr(run, "ARTIFACTS", tmp_path / "artifacts")
+    results = []
+    for name in ("rtn-w4a16", "fp8-dynamic"):
+        quantize(load_recipe(small_recipe(name), QuantizeRecipe), tiny_llama, tmp_path / name,
+                 eval_data=text_files["eval"])
+        results.append(read_manifest(tmp_path / name)["results"]["perplexity"])
+    assert [r["source_cached"] for r in results] == [False, True]
+    assert results[0]["source"] == results[1]["source"]
+    assert len(list((tmp_path / "artifacts" / "cache" / "perplexity").glob("*.json"))) == 1
+    # the first result as a source: another model, so another key
+    quantize(load_recipe(small_recipe("fp8-dynamic"), QuantizeRecipe), tmp_path / "rtn-w4a16", tmp_path / "again",
+             eval_data=text_files["eval"])
+    assert read_manifest(tmp_path / "again")["results"]["perplexity"]["source_cached"] is False
