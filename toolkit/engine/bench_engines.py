@@ -13,8 +13,8 @@ llama.cpp runs with ``serve/llamacpp.yaml`` plus the tuning flags here (threads,
 sizes), vLLM with ``--vllm-profile`` plus its own (dtype, max_num_seqs). Each flag takes a comma list; several
 values make a sweep, every combination a variant named by what varies (``llamacpp-q8_0-t1-p8``,
 ``vllm-model-float32``), so both engines are tuned with the same mechanism and every setting tried is in the
-compare. Profiles are written to ``<output>/<kind>-profile<suffix>.yaml`` and recorded with the reports. ``--vllm-compiled`` runs
-every variant on a copy of the suite without its vLLM ``extra_args`` (smoke's ``enforce_eager``), so vLLM is
+compare. Profiles are written to ``<output>/<kind>-profile<suffix>.yaml`` and recorded with the reports.
+``--vllm-compiled`` runs every variant on a copy of the suite without its vLLM ``extra_args`` (smoke's ``enforce_eager``), so vLLM is
 measured compiled, as it serves in production. Perplexity is measured by transformers on
 every variant, a GGUF directory's dequantized by transformers (``gguf_file=``, toolkit.modeling).
 
