@@ -24,7 +24,8 @@ from toolkit.engine import launch
 from toolkit.engine.launch import kill_group, spawn
 from toolkit.errors import ToolkitError
 from toolkit.paths import REPO_ROOT, SERVE_DIR
-from toolkit.serving.engine import free_port, llamacpp_load_error
+from toolkit.engine.llamacpp import llamacpp_load_error
+from toolkit.serving.engine import free_port
 
 BUILT = os.access(launch.LLAMACPP_DIR / "bin" / "llama-server", os.X_OK)
 needs_build = pytest.mark.skipif(not BUILT, reason=f"llama.cpp not built ({launch.LLAMACPP_DIR}); "

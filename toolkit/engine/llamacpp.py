@@ -18,6 +18,7 @@ given), so the server gets ``-c max_model_len * parallel``; unset, ``max_model_l
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pydantic import Field
@@ -95,3 +96,25 @@ def server_command(model_dir: str | Path, port: int, served_model_name: str, set
         if value is not None:
             cmd += cli_flag(name, value)
     return cmd
+
+
+LLAMACPP_LOG_PREFIX = re.compile(r"^\d+(?:\.\d+)+ [DIWE] +")  # llama-server's "0.00.028.894 E " (time, level)
+
+
+def llamacpp_load_error(log: str) -> str | None:
+    """llama-server's reason for a failed model load, or None when its log has none.
+
+    A failed load logs several lines (``gguf_init_from_reader: invalid magic characters ...``, ``llama_model_load:
+    error loading model: <why>``, ``failed to load model '<path>'``, ``main: exiting due to model loading error``);
+    the ``error loading model`` one carries the loader's reason (a missing tensor, a bad key). When that reason is
+    only "failed to load model from <file>", the GGUF parser's own error line before it says why, so it is added."""
+    lines = [LLAMACPP_LOG_PREFIX.sub("", ln.strip()) for ln in log.splitlines() if ln.strip()]
+    loads = [i for i, ln in enumerate(lines) if "error loading model" in ln]
+    if not loads:
+        return None
+    line = lines[loads[-1]]
+    if "failed to load model from" in line:
+        parser = [ln for ln in lines[:loads[-1]] if ln.startswith("gguf_") and ": " in ln]
+        if parser:
+            line += f" ({parser[-1]})"
+    return line[:400]

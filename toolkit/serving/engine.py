@@ -8,7 +8,6 @@ die), so one ``killpg`` reaches the API server *and* the engine-core processes i
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ import httpx
 
 from toolkit.engine.client import last_error_line
 from toolkit.engine.launch import kill_group, spawn
+from toolkit.engine.llamacpp import llamacpp_load_error
 from toolkit.errors import ToolkitError
 
 
@@ -100,7 +100,7 @@ class EngineProcess:
 
     def failure_reason(self) -> str:
         """The log line saying why the engine failed: for llama-server its model-load error (see
-        :func:`llamacpp_load_error`), else the last line naming an error."""
+        :func:`toolkit.engine.llamacpp.llamacpp_load_error`), else the last line naming an error."""
         log = self.log()
         return (self.kind == "llamacpp" and llamacpp_load_error(log)) or last_error_line(log)
 
@@ -116,28 +116,6 @@ class EngineProcess:
     def stop(self) -> None:
         if self.proc is not None:
             kill_group(self.proc)
-
-
-LLAMACPP_LOG_PREFIX = re.compile(r"^\d+(?:\.\d+)+ [DIWE] +")  # llama-server's "0.00.028.894 E " (time, level)
-
-
-def llamacpp_load_error(log: str) -> str | None:
-    """llama-server's reason for a failed model load, or None when its log has none.
-
-    A failed load logs several lines (``gguf_init_from_reader: invalid magic characters ...``, ``llama_model_load:
-    error loading model: <why>``, ``failed to load model '<path>'``, ``main: exiting due to model loading error``);
-    the ``error loading model`` one carries the loader's reason (a missing tensor, a bad key). When that reason is
-    only "failed to load model from <file>", the GGUF parser's own error line before it says why, so it is added."""
-    lines = [LLAMACPP_LOG_PREFIX.sub("", ln.strip()) for ln in log.splitlines() if ln.strip()]
-    loads = [i for i, ln in enumerate(lines) if "error loading model" in ln]
-    if not loads:
-        return None
-    line = lines[loads[-1]]
-    if "failed to load model from" in line:
-        parser = [ln for ln in lines[:loads[-1]] if ln.startswith("gguf_") and ": " in ln]
-        if parser:
-            line += f" ({parser[-1]})"
-    return line[:400]
 
 
 def wait_with_progress(engine: EngineProcess, timeout_s: float, label: str | None = None) -> float:
