@@ -23,12 +23,15 @@ from toolkit.serving.engine import free_port
 
 class FakeEngine:
     """Streams ``tokens`` chat-completion chunks (``None``: until the client leaves), ``delay_s`` apart, after
-    ``first_delay_s``; token ``i`` is ``"w{i} "`` (plus ``padding`` x's); ends with a usage chunk and ``[DONE]`` like vLLM. Raw ASGI, so nothing here hides a
-    disconnect: a watcher on ``receive`` sees it the moment the endpoint closes the connection."""
+    ``first_delay_s``; token ``i`` is ``"w{i} "`` (plus ``padding`` x's); ends with a usage chunk and ``[DONE]``
+    like vLLM. A request whose last message contains ``endless_marker`` streams until the client leaves, whatever
+    ``tokens`` says (so a test's leaving client is seen leaving however slowly it reads). Raw ASGI, so nothing
+    here hides a disconnect: a watcher on ``receive`` sees it the moment the endpoint closes the connection."""
 
     def __init__(self, tokens: int | None = 5, delay_s: float = 0.01, first_delay_s: float = 0.0,
-                 padding: int = 0) -> None:
+                 padding: int = 0, endless_marker: str | None = None) -> None:
         self.tokens, self.delay_s, self.first_delay_s = tokens, delay_s, first_delay_s
+        self.endless_marker = endless_marker
         self.padding = "x" * padding  # appended to each token: a fast way to fill socket buffers
         self.started = self.completed = self.disconnected = self.open = self.max_open = 0
         self._lock = threading.Lock()  # counters are read from the test's thread
@@ -51,7 +54,10 @@ class FakeEngine:
         while more:
             msg = await receive()
             body, more = body + msg.get("body", b""), msg.get("more_body", False)
-        model = json.loads(body)["model"]
+        request = json.loads(body)
+        model, tokens = request["model"], self.tokens
+        if self.endless_marker and self.endless_marker in str(request["messages"][-1]["content"]):
+            tokens = None
         self._count(started=1, open=1)
         gone = asyncio.ensure_future(self._disconnect(receive))
         try:
@@ -60,7 +66,7 @@ class FakeEngine:
             if await self._wait(gone, self.first_delay_s):
                 return
             i = 0
-            while self.tokens is None or i < self.tokens:
+            while tokens is None or i < tokens:
                 chunk = {"id": "c", "object": "chat.completion.chunk", "model": model,
                          "choices": [{"index": 0, "delta": {"content": f"w{i} {self.padding}"}, "finish_reason": None}]}
                 await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})

@@ -10,20 +10,24 @@ import httpx
 from live_servers import FakeEngine, scrape, wait_until
 
 LIMIT, REQUESTS = 8, 200
+LEAVES = "[leaves early]"  # in a question: the engine streams until that client leaves (FakeEngine endless_marker)
 
 
 async def _burst(url: str) -> tuple[list[list[tuple[str, int, str]]], list[str]]:
     """Fire all requests at once. A client refused with 429 retries once, at a random moment of the next
-    1.5 s (so slots are freed and taken again while others arrive); every 5th client that gets a stream (the
-    1st, 6th, ...) closes it after its second event, the others read to the end. Returns ``(route, status,
-    how it ended)`` per attempt, per client, and any client-side failures."""
-    go, streams, failures, rng = asyncio.Event(), [0], [], random.Random(13)
+    1.5 s (so slots are freed and taken again while others arrive); every 5th client (i = 1, 6, ...) closes
+    its stream after the second event, the others read to the end. A leaving client's question is marked, and
+    the engine streams it until the client is gone: however late a loaded machine lets it leave, the engine
+    sees the disconnect (with 30 tokens it could finish first). Returns ``(route, status, how it ended)`` per
+    attempt, per client, and any client-side failures."""
+    go, failures, rng = asyncio.Event(), [], random.Random(13)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
 
         async def attempt(i: int) -> tuple[str, int, str]:
             route = "/v1/rag" if i % 2 else "/v1/chat/completions"
-            question = f"Question {i}: who walked on the Moon?"
+            abandon = i % 5 == 1
+            question = f"Question {i}: who walked on the Moon?" + (f" {LEAVES}" if abandon else "")
             body = {"query": question, "stream": True, "max_tokens": 64} if i % 2 else \
                 {"messages": [{"role": "user", "content": question}], "stream": True}
             try:
@@ -32,8 +36,6 @@ async def _burst(url: str) -> tuple[list[list[tuple[str, int, str]]], list[str]]
                         await resp.aread()
                         return route, resp.status_code, \
                             f'{resp.json()["error"]["type"]}, retry after {resp.headers.get("retry-after")}'
-                    streams[0] += 1
-                    abandon = streams[0] % 5 == 1
                     events = []
                     async for line in resp.aiter_lines():
                         if line.startswith("data: "):
@@ -63,7 +65,7 @@ async def _burst(url: str) -> tuple[list[list[tuple[str, int, str]]], list[str]]
 def test_200_simultaneous_streams_against_a_limit_of_8(endpoint):
     # 30 chunks 10 ms apart: a stream outlives the burst's arrival (all 200 within ~0.2 s), so the limit is
     # really contended, and a client that leaves after its second event leaves long before the engine is done
-    engine = FakeEngine(tokens=30, delay_s=0.01)
+    engine = FakeEngine(tokens=30, delay_s=0.01, endless_marker=LEAVES)
     with endpoint(engine, max_concurrency=LIMIT) as (url, app):
         clients, failures = asyncio.run(_burst(url))
         assert not failures, failures[:5]
