@@ -52,8 +52,8 @@ eval: setup  ## make eval MODEL=<dir> [INDEX=<dir>] [SUITE=..] [PROFILE=..] [OUT
 compare: setup  ## make compare REPORTS="a.json b.json" [BASELINE=a.json] [GATES="--max-f1-drop 0.02 --max-p50-regression 10%"] [OUTPUT=dir]
 	$(TOOLKIT) compare $(REPORTS) $(call opt,--output,$(OUTPUT)) $(call opt,--baseline,$(BASELINE)) $(GATES)
 
-demo: setup  ## the whole pipeline offline (DEMO=quick for a first look)
-	$(TOOLKIT) demo $(if $(filter quick,$(DEMO)),--quick)
+demo: setup  ## the whole pipeline offline (DEMO=quick for a first look) [SUITE=eval/suites/<s>.yaml]
+	$(TOOLKIT) demo $(if $(filter quick,$(DEMO)),--quick) $(call opt,--suite,$(SUITE))
 
 bench-quantize: setup  ## quantization benchmark on the reference model (perplexity, recovery vs RTN, size, vLLM tok/s)
 	$(PY) -m toolkit.quantize.bench $(call opt,--model,$(MODEL)) $(BENCH_ARGS)

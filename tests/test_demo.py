@@ -1,17 +1,27 @@
 """The demo's plan and resume logic (the full pipeline itself runs with `make demo`)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from toolkit.demo import Step, _student_winner_argv, plan, run_steps
 
 
-def test_quick_plan_is_the_user_commands_in_order(tmp_path):
+@pytest.mark.parametrize("machine, baseline, profile", [
+    ("epyc-avx512-bf16-vnni", "reference-bf16", None),  # native BF16: vLLM out of the box is the baseline
+    ("epyc-avx2", "reference-fp32", "serve/cpu-fp32.yaml"),  # emulated BF16 (3x slower): FP32 for every variant
+    ("cuda-sm90", "reference-bf16", None),
+])
+def test_quick_plan_is_the_user_commands_in_order(machine, baseline, profile, as_machine, tmp_path):
+    as_machine(machine)
     steps, compare_dir = plan(quick=True, root=tmp_path)
     names = [s.name for s in steps]
-    assert names == ["reference", "quantize reference-w8a8-int8-rtn", "index", "eval reference-bf16",
+    assert names == ["reference", "quantize reference-w8a8-int8-rtn", "index", f"eval {baseline}",
                      "eval reference-w8a8-int8-rtn", "compare"]
+    for step in steps[3:5]:
+        argv = step.argv()
+        assert (argv[argv.index("--profile") + 1] if "--profile" in argv else None) == profile, argv
     assert steps[0].argv()[:3] == ["reference", "--recipe", "recipes/reference/quick.yaml"]
     quant = steps[1].argv()  # the W8A8 recipe (SmoothQuant kept), rounded to nearest instead of GPTQ
     assert quant[2] == "recipes/quantize/gptq-w8a8-int8.yaml" and quant[-4:] == ["--set", "algorithm=rtn",
@@ -143,16 +153,20 @@ def test_quick_demo_end_to_end(tmp_path):
     from toolkit.paths import REPO_ROOT
 
     root = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "toolkit", "demo", "--quick", "--output", str(root)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=3000)
+    # the smallest suite (tests/data/demo-suite.yaml): the smoke suite's two evals alone take ~8 min on AVX2
+    suite = Path(__file__).parent / "data" / "demo-suite.yaml"
+    proc = subprocess.run([sys.executable, "-m", "toolkit", "demo", "--quick", "--output", str(root),
+                           "--suite", str(suite)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = root / "reports" / "demo"
-    for variant in ("reference-bf16", "reference-w8a8-int8-rtn"):
+    baseline = plan(quick=True, root=root)[0][3].name.removeprefix("eval ")  # reference-bf16 or -fp32 (above)
+    for variant in (baseline, "reference-w8a8-int8-rtn"):
         report = read_report(reports / f"{variant}.json")
         assert report.quality.val_ppl and report.latency.points and report.quality.recall_at_k
     assert (reports / "compare" / "compare.html").stat().st_size > 10_000
     assert "demo finished" in proc.stdout and "reference-w8a8-int8-rtn" in proc.stdout
-    again = subprocess.run([sys.executable, "-m", "toolkit", "demo", "--quick", "--output", str(root), "--plan"],
+    again = subprocess.run([sys.executable, "-m", "toolkit", "demo", "--quick", "--output", str(root), "--plan",
+                            "--suite", str(suite)],
                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert again.stdout.count(": done") == 6  # a re-run resumes: every step is already done
 

@@ -28,6 +28,13 @@ Quick (``make demo DEMO=quick``): the reference build on a quarter of the corpus
 quantized variant (W8A8-INT8, which vLLM-CPU serves on every x86 CPU; W4A16 needs AVX-512 there; SmoothQuant
 then round-to-nearest instead of GPTQ, seconds instead of minutes), the index, and the smoke eval suite on
 both variants.
+
+On a CPU without native BF16 (AVX2 only) vLLM's out-of-the-box BF16 is emulated: 3x slower than FP32 there
+(smoke suite on SmolLM2, 2 cores: p50 14.3 s vs 4.5 s a request at concurrency 1, 15 min vs 4 min an eval).
+There every other variant is served in FP32 (``serve/cpu-fp32.yaml``, the rule of
+:func:`toolkit.hardware.compute_dtype`), and the quick demo's baseline is the reference in FP32
+(``reference-fp32``): the out-of-the-box BF16 eval alone would be three times the quick demo's budget; the
+full demo measures it. ``--suite`` replaces the eval suite of every variant (a smaller one for a faster look).
 """
 
 from __future__ import annotations
@@ -76,6 +83,8 @@ QUICK_VARIANT = "reference-w8a8-int8-rtn"
 QUICK_W8A8 = ("--set", "algorithm=rtn", "--set", "gptq=null")
 LLAMACPP_VARIANT = "llamacpp-q8_0"  # the best llama.cpp format at one stream in bench-engines (README)
 OUT_OF_THE_BOX = "reference-bf16"  # vLLM as a user starts it: the checkpoint's dtype, default profile
+REFERENCE_FP32 = "reference-fp32"  # the quick demo's baseline where BF16 is emulated (module docstring)
+FP32_CPU_PROFILE = SERVE_DIR / "cpu-fp32.yaml"
 FASTEST_UNQUANTIZED = "reference-fastest-unquantized"
 
 
@@ -96,18 +105,19 @@ def _rel(p: Path) -> str:
         return str(p)
 
 
-def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
-    """The steps in order, and where the compare report goes."""
+def plan(quick: bool, root: Path, suite: Path | None = None) -> tuple[list[Step], Path]:
+    """The steps in order, and where the compare report goes; ``suite`` replaces the eval suite."""
     ref = root / "reference"
     model = ref / "model"
     models, reports = root / "models", root / "reports" / "demo"
     index = root / "indexes" / "demo"
-    suite = REPO_ROOT / "eval" / "suites" / ("smoke.yaml" if quick else "demo.yaml")
+    suite = suite or REPO_ROOT / "eval" / "suites" / ("smoke.yaml" if quick else "demo.yaml")
     recipe = RECIPES_DIR / "reference" / ("quick.yaml" if quick else "default.yaml")
     steps = [Step("reference", model, lambda: ["reference", "--recipe", _rel(recipe), "--output", _rel(ref)])]
+    fp32 = FP32_CPU_PROFILE if _bf16_emulated() else None  # the profile every non-baseline variant is served with
     # name -> (checkpoint, serving profile or None for the device default); the checkpoint may only be known later
     variants: dict[str, tuple[Path | Callable[[], Path], Path | Callable[[], Path | None] | None]] = {
-        OUT_OF_THE_BOX: (model, None)}
+        REFERENCE_FP32: (model, fp32)} if quick and fp32 else {OUT_OF_THE_BOX: (model, None)}
 
     def quantize(name: str, src: Path, out: Path, extra: tuple[str, ...] = ()) -> Step:
         return Step(f"quantize {out.name}", out, lambda: _quantize_argv(name, src, out) + list(extra))
@@ -115,11 +125,11 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
     if quick:  # W8A8 rounded to nearest after SmoothQuant: seconds instead of GPTQ's minutes on 2 cores
         out = models / QUICK_VARIANT
         steps.append(quantize("gptq-w8a8-int8", model, out, QUICK_W8A8))
-        variants[out.name] = (out, None)
+        variants[out.name] = (out, fp32)
     for name in () if quick else QUANT_RECIPES:
         out = models / f"reference-{name}"
         steps.append(quantize(name, model, out))
-        variants[out.name] = (out, None)
+        variants[out.name] = (out, fp32)
     if not quick:
         student = models / "student-kd"
         steps.append(Step("distill student-kd", student, lambda: [
@@ -152,12 +162,23 @@ def plan(quick: bool, root: Path) -> tuple[list[Step], Path]:
         report = reports / f"{name}.json"
         report_paths.append(report)
         steps.append(Step(f"eval {name}", report, _eval_argv(path, index, suite, report, serve_profile,
-                                                            _quality_only(name), find_max_load=not quick)))
+                                                            _quality_only(name), find_max_load=not quick,
+                                                            baselines=not report_paths[1:])))
     compare_dir = reports / "compare"
     steps.append(Step("compare", compare_dir / "compare.html", lambda: [
         "compare", *[_rel(p) for p in report_paths if p.exists()], "--baseline", _rel(report_paths[0]),
         "--output", _rel(compare_dir), *GATES]))
     return steps, compare_dir
+
+
+def _bf16_emulated() -> bool:
+    """True on a CPU without native BF16 (AVX2 only), where vLLM's out-of-the-box BF16 is emulated."""
+    import torch
+
+    from toolkit.hardware import compute_dtype, hardware_report
+
+    report = hardware_report()
+    return report["device"] == "cpu" and compute_dtype(torch.bfloat16, report) == torch.float32
 
 
 def _llamacpp_built() -> bool:
@@ -209,7 +230,8 @@ def _fastest_unquantized_profile(profile: Path) -> Path | None:
 
 def _eval_argv(model: Path | Callable[[], Path], index: Path, suite: Path, report: Path,
                profile: Path | Callable[[], Path | None] | None = None,
-               quality_only: str | None = None, find_max_load: bool = False) -> Callable[[], list[str] | None]:
+               quality_only: str | None = None, find_max_load: bool = False,
+               baselines: bool = False) -> Callable[[], list[str] | None]:
     def argv() -> list[str] | None:
         path = model() if callable(model) else model
         prof = profile() if callable(profile) else profile
@@ -219,7 +241,7 @@ def _eval_argv(model: Path | Callable[[], Path], index: Path, suite: Path, repor
         cmd += ["--profile", _rel(prof)] if prof else []
         if quality_only:
             return cmd + ["--no-serve", quality_only]
-        if report.stem != OUT_OF_THE_BOX:  # RAG-OFF / oracle say what retrieval is worth: once, for the reference
+        if not baselines:  # RAG-OFF / oracle say what retrieval is worth: once, for the first (baseline) variant
             cmd += ["--no-baselines"]
         if _serving_blocker(path):
             return cmd + ["--no-serve"]
@@ -337,7 +359,8 @@ def speedups(report_dir: Path) -> list[str]:
     reports = {p.stem: read_report(p) for p in sorted(report_dir.glob("*.json"))}
     base = reports.get(OUT_OF_THE_BOX)
     if base is None:
-        return []
+        return [f"vLLM out of the box ({OUT_OF_THE_BOX}) was not measured (BF16 is emulated on this CPU; the quick "
+                f"demo's baseline is {REFERENCE_FP32}); `make demo` measures it"] if REFERENCE_FP32 in reports else []
     unq_name = FASTEST_UNQUANTIZED if FASTEST_UNQUANTIZED in reports else OUT_OF_THE_BOX
 
     def p50(report, c):
@@ -387,13 +410,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="artifacts root of the demo (default: artifacts/, shared with `make reference`; "
                         "artifacts/demo-quick with --quick)")
     parser.add_argument("--plan", action="store_true", help="print the commands the demo would run, then stop")
+    parser.add_argument("--suite", default=None, help="eval suite for every variant (default: eval/suites/"
+                        "smoke.yaml with --quick, eval/suites/demo.yaml otherwise)")
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     root = (Path(args.output) if args.output else ARTIFACTS / "demo-quick" if args.quick else ARTIFACTS).resolve()
-    steps, compare_dir = plan(args.quick, root)
+    suite = Path(args.suite).resolve() if args.suite else None
+    if suite is not None and not suite.is_file():
+        raise ToolkitError(f"--suite: no such file: {args.suite}")
+    steps, compare_dir = plan(args.quick, root, suite)
     if args.plan:
         for s in steps:
             print(f"{s.name}: {'done' if s.output.exists() else 'to do'} -> {_rel(s.output)}")
