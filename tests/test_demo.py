@@ -47,7 +47,7 @@ def test_full_plan_sizes_calibration_and_training_for_the_demo(tmp_path):
         assert "eval.max_windows=16" in argv
         assert ("awq.n_grid=10" in argv) == (recipe == "awq-w4a16")
     distill = steps["distill student-kd"].argv()
-    assert distill[distill.index("--max-steps") + 1] == "24"
+    assert distill[distill.index("--max-steps") + 1] == "8"
     precision = steps["precision"].argv()  # INT8 measured on the demo's own W8A8 checkpoint, not quantized again
     assert precision[precision.index("--checkpoint") + 1] == f"int8={tmp_path}/models/reference-gptq-w8a8-int8"
 

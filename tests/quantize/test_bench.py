@@ -86,7 +86,7 @@ def test_record_names_offline_throughput_by_batch_size_with_its_interval():
 def test_real_run_without_vllm(tiny_llama, small_recipe, text_files, tmp_path):
     recipes = tmp_path / "recipes"
     recipes.mkdir()
-    for name in ("rtn-w4a16", "gptq-w8a8-int8"):
+    for name in ("rtn-w4a16", "gptq-w4a16", "gptq-w8a8-int8"):
         small_recipe(name).rename(recipes / f"{name}.yaml")
     report = tmp_path / "bench.json"
     rc = main(["--model", str(tiny_llama), "--recipes", str(recipes), "--out-dir", str(tmp_path / "out"),
@@ -98,17 +98,19 @@ def test_real_run_without_vllm(tiny_llama, small_recipe, text_files, tmp_path):
     assert {"avx2", "avx512f", "avx512_vnni"} <= set(env["hardware"]["cpu"]["isa"])  # ISA flags, present or not
     assert env["hardware"]["versions"]["torch"] and len(env["load_avg_start"]) == len(env["load_avg_end"]) == 3
     assert all(m["unit"] for m in r["metrics"])
-    assert set(r["variants"]) == {"source", "rtn-w4a16", "gptq-w8a8-int8"}
+    assert set(r["variants"]) == {"source", "rtn-w4a16", "gptq-w4a16", "gptq-w8a8-int8"}
     assert not find(r, "offline_decode_tok_s") and not find(r, "engine_load_s")  # --skip-vllm: no speed figures
 
     def fig(name, variant):
         (m,) = find(r, name, variant=variant)
         return m["value"]
 
-    rtn, int8, src = "rtn-w4a16", "gptq-w8a8-int8", "source"
+    rtn, gptq, int8, src = "rtn-w4a16", "gptq-w4a16", "gptq-w8a8-int8", "source"
+    assert r["variants"][rtn]["scheme"] == r["variants"][gptq]["scheme"]  # the shipped 4-bit presets share one
     assert fig("rtn_loss_recovered", rtn) in (0.0, None)  # the baseline recovers none of its own loss
     if fig("perplexity", rtn) > fig("perplexity", src):  # the formula: (ppl_rtn - ppl_x) / (ppl_rtn - ppl_source)
-        expect = (fig("perplexity", rtn) - fig("perplexity", int8)) / (fig("perplexity", rtn) - fig("perplexity", src))
-        assert fig("rtn_loss_recovered", int8) == pytest.approx(expect)
+        expect = (fig("perplexity", rtn) - fig("perplexity", gptq)) / (fig("perplexity", rtn) - fig("perplexity", src))
+        assert fig("rtn_loss_recovered", gptq) == pytest.approx(expect)
+    assert fig("rtn_loss_recovered", int8) is None  # no RTN recipe of its scheme: a 4-bit RTN is no baseline for it
     assert fig("size_on_disk", rtn) < fig("size_on_disk", int8) < fig("size_on_disk", src)  # 4-bit < 8-bit < bf16
     assert fig("quantize_time_s", int8) > 0

@@ -22,7 +22,7 @@ def test_shipped_recipe_loads_and_documents_its_make_line(name):
 def test_all_five_methods_are_shipped():
     schemes = {(r.algorithm, r.scheme) for r in
                (load_recipe(RECIPES_DIR / f"{n}.yaml", QuantizeRecipe) for n in RECIPE_NAMES)}
-    assert schemes == {("rtn", "W4A16"), ("gptq", "W4A16"), ("awq", "W4A16_ASYM"), ("gptq", "W8A8"),
+    assert schemes == {("rtn", "W4A16_ASYM"), ("gptq", "W4A16_ASYM"), ("awq", "W4A16_ASYM"), ("gptq", "W8A8"),
                        ("rtn", "FP8_DYNAMIC")}
 
 

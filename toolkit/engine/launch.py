@@ -26,8 +26,11 @@ from toolkit.errors import ToolkitError
 from toolkit.paths import REPO_ROOT, vllm_python
 
 # Set only where the caller's environment leaves them unset: vllm-cpu would otherwise reserve 4 GiB of KV cache,
-# and tokenizers' thread pool fights vLLM's for the same cores.
-ENGINE_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# and tokenizers' thread pool fights vLLM's for the same cores. VLLM_USE_AOT_COMPILE=0: with torch >= 2.10
+# vLLM 0.32 saves an AOT artifact it cannot load back on CPU (vllm/compilation/decorators.py calls
+# `compiled_fn.finalize_loading` on a plain function: "Compiling model again due to a load failure"), so every
+# start recompiled (~90 s on 2 cores); its previous compile cache loads (SmolLM2 warm start 62 s vs 209 s cold).
+ENGINE_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false", "VLLM_USE_AOT_COMPILE": "0"}
 PR_SET_PDEATHSIG = 1
 # llama-cpp-python's sdist vendors the llama.cpp that scripts/setup_llamacpp.sh builds; keep the two in step
 LLAMACPP_VERSION = "0.3.36"
