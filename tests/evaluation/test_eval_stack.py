@@ -65,6 +65,7 @@ load:
   poisson: {{rate_rps: 4.0, requests: 4}}
   engine_alone: true
   timeout_s: 120
+engine: {{extra_args: {{enforce_eager: true}}}}
 """)
     return d
 

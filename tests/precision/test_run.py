@@ -56,6 +56,7 @@ def test_run_measures_each_candidate_and_writes_a_profile(tiny_run, tiny_llama):
     assert qcfg["config_groups"]["group_0"]["weights"]["num_bits"] == 8
     assert set(result["microbench"]) == {"bf16", "int8"}
     assert (out / "work" / "last-run" / "toolkit_manifest.json").is_file()
+    assert result["settings"]["throughput"]["enforce_eager"] is True  # --quick: eager engines, and it says so
 
     text = profile.read_text()
     data = yaml.safe_load(text)

@@ -84,8 +84,9 @@ def test_reference_build_converts_smollm2_and_both_engines_answer(tmp_path):
     assert "json" in answer.lower() or "serial" in answer.lower(), answer
 
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    result = run_offline("generate", engine_args(model, max_model_len=1024, dtype="float32"), timeout_s=900,
-                         prompts=[prompt], sampling={"max_tokens": 24, "temperature": 0.0})
+    engine = engine_args(model, max_model_len=1024, dtype="float32", enforce_eager=True)  # loads and answers
+    result = run_offline("generate", engine, timeout_s=900, prompts=[prompt],
+                         sampling={"max_tokens": 24, "temperature": 0.0})
     text = result["outputs"][0]["text"]
     assert text.strip(), result
 

@@ -43,11 +43,11 @@ def cache_key(teacher_id: str, conversations: list[Messages], sampling: dict[str
 
 
 def _generate_vllm(teacher: str, conversations: list[Messages], sampling: dict[str, Any],
-                   max_model_len: int | None) -> list[str]:
+                   spec: BlackboxSpec) -> list[str]:
     from toolkit.engine.client import engine_args, run_offline
 
-    result = run_offline("generate", engine_args(teacher, max_model_len=max_model_len), messages=conversations,
-                         sampling=sampling)
+    engine = engine_args(teacher, max_model_len=spec.max_model_len, enforce_eager=spec.enforce_eager or None)
+    result = run_offline("generate", engine, messages=conversations, sampling=sampling)
     return [o["text"] for o in result["outputs"]]
 
 
@@ -95,7 +95,7 @@ def teacher_answers(teacher: str | Path, conversations: list[Messages], spec: Bl
     record.recipe = spec.model_dump(mode="json")
     with record.timed("generate"):
         if spec.source == "vllm":
-            answers = _generate_vllm(str(teacher), conversations, sampling, spec.max_model_len)
+            answers = _generate_vllm(str(teacher), conversations, sampling, spec)
         else:
             answers = _generate_openai(spec, conversations, sampling)
     if len(answers) != len(conversations):

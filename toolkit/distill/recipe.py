@@ -73,6 +73,7 @@ class BlackboxSpec(StrictModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
     max_model_len: int | None = Field(None, ge=16)
+    enforce_eager: bool = False  # vLLM only: skip graph compilation (~1.5 min on 2 cores) for a few prompts
     cache_dir: str | None = None  # default artifacts/distill/cache
 
     @model_validator(mode="after")

@@ -47,7 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-emulated", action="store_true",
                         help="skip formats this hardware only emulates (e.g. BF16 on an AVX2-only CPU)")
     parser.add_argument("--quick", action="store_true",
-                        help="small measurement sizes (CI/smoke runs): fewer tokens, windows and batch sizes")
+                        help="small measurement sizes (CI/smoke runs): fewer tokens, windows and batch sizes, "
+                             "eager vLLM engines (no graph compilation)")
     parser.add_argument("--from-json", help="re-select from an earlier run's .json without measuring")
 
 
@@ -86,7 +87,8 @@ def _recipe(args: argparse.Namespace):
         overrides[f"quantize.checkpoints.{fmt}"] = str(Path(directory).resolve())
     if args.quick:
         overrides.update({"throughput.new_tokens": 16, "throughput.prefill_tokens": 128,
-                          "throughput.batch_sizes": [1, 4], "quality.seq_len": 128, "quality.max_windows": 4,
+                          "throughput.enforce_eager": True, "throughput.batch_sizes": [1, 4],
+                          "quality.seq_len": 128, "quality.max_windows": 4,
                           "quantize.num_samples": 16, "quantize.seq_len": 128, "quantize.eval_windows": 1})
     path = Path(args.recipe) if args.recipe else REPO_ROOT / DEFAULT_RECIPE
     return load_recipe(path, PrecisionRecipe, overrides)

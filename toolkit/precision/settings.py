@@ -31,6 +31,9 @@ class ThroughputSettings(StrictModel):
     prefill_tokens: int = Field(256, ge=1)
     prefill_batch: int = Field(4, ge=1)
     repeats: int = Field(3, ge=1)
+    # vLLM without graph compilation: each engine starts ~1.5 min sooner on 2 cores but decodes slower (SmolLM2
+    # BF16, batch 8: ~135 vs ~170 tok/s), so a ranking to act on is measured compiled; --quick (CI) sets it
+    enforce_eager: bool = False
 
     @field_validator("batch_sizes")
     @classmethod
