@@ -46,7 +46,7 @@ def _generate_vllm(teacher: str, conversations: list[Messages], sampling: dict[s
                    spec: BlackboxSpec) -> list[str]:
     from toolkit.engine.client import engine_args, run_offline
 
-    engine = engine_args(teacher, max_model_len=spec.max_model_len, enforce_eager=spec.enforce_eager or None)
+    engine = engine_args(teacher, max_model_len=spec.max_model_len, enforce_eager=spec.enforce_eager)
     result = run_offline("generate", engine, messages=conversations, sampling=sampling)
     return [o["text"] for o in result["outputs"]]
 

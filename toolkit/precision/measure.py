@@ -92,7 +92,7 @@ def engine_throughput(checkpoint: Path, planned: Planned, tp: ThroughputSettings
 
     c = planned.candidate
     max_len = max(tp.prefill_tokens, tp.prompt_tokens + tp.new_tokens) + 8
-    args = engine_args(checkpoint, dtype=c.engine_dtype, max_model_len=max_len, enforce_eager=tp.enforce_eager or None,
+    args = engine_args(checkpoint, dtype=c.engine_dtype, max_model_len=max_len, enforce_eager=tp.enforce_eager,
                        kv_cache_dtype=None if planned.kv_cache_dtype == "auto" else planned.kv_cache_dtype)
     env = {"TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "1"} if c.tf32 else {}  # the engine's environment only
     return run_offline("throughput", args, env=env, batch_sizes=tp.batch_sizes, new_tokens=tp.new_tokens,

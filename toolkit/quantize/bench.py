@@ -6,11 +6,12 @@ and decode tokens/s is measured at batch 1 and 8 (``toolkit.engine.offline`` ``t
 recipe: validation perplexity, the share of round-to-nearest's perplexity loss it recovers
 ((ppl_rtn − ppl_x) / (ppl_rtn − ppl_source), against the RTN recipe of the *same scheme*: zero points alone
 win back a third of symmetric RTN's loss on SmolLM2, so a cross-scheme ratio credits the method with the
-scheme's gain), quantization time, size on disk, and tok/s against the unquantized model. A checkpoint vLLM cannot run on this machine is reported with the reason,
-never with a number. Prints a rich table and writes the figures in the common results schema
-(:class:`toolkit.results.BenchRun`: ``perplexity``, ``rtn_loss_recovered``, ``quantize_time_s``,
-``size_on_disk`` per ``variant``; ``offline_decode_tok_s`` per ``variant`` and ``batch_size`` with the interval
-over ``--repeats`` runs) to ``artifacts/reports/bench-quantize.json`` (``--output``).
+scheme's gain), quantization time, size on disk, and tok/s against the unquantized model. A checkpoint vLLM
+cannot run on this machine is reported with the reason, never with a number. Prints a rich table and writes
+the figures in the common results schema (:class:`toolkit.results.BenchRun`: ``perplexity``,
+``rtn_loss_recovered``, ``quantize_time_s``, ``size_on_disk`` per ``variant``; ``offline_decode_tok_s`` per
+``variant`` and ``batch_size`` with the interval over ``--repeats`` runs) to
+``artifacts/reports/bench-quantize.json`` (``--output``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from toolkit.paths import ARTIFACTS, RECIPES_DIR, REFERENCE_MODEL, REPORTS_DIR
 from toolkit.results import BenchRun
 from toolkit.stats import UNSTABLE_CV, interval
 
-BASELINE = "rtn-w4a16"  # required: the 4-bit recipes are measured against it (same scheme)
+BASELINE = "rtn-w4a16"  # required: the shipped 4-bit recipes share its scheme and are measured against it
 FOUR_BIT = {"W4A16", "W4A16_ASYM"}
 
 
